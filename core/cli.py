@@ -1,0 +1,222 @@
+"""`cockpit`: the command line. Exit codes: 0 ok, 1 stage failed, 2 usage/config error, 3 gate failed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.errors import UserError
+from core.runs import find_run, list_runs, runs_dir
+
+EPILOG = """examples:
+  cockpit run                        run the embedded demo (TUI with a terminal, batch without)
+  cockpit run my.yaml --batch        headless, gates decided by --gate-policy (default: rules)
+  cockpit attach latest              open the cockpit on a running or finished run
+  cockpit show latest --json         the run as JSON (stages, metrics, gate decisions)
+  cockpit gate latest sft approve    decide a pending manual gate from another terminal
+exit codes: 0 done, 1 a stage failed, 2 usage or config error, 3 a gate failed or was rejected, 130 stopped
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cockpit", description="A training cockpit for LLM post-training "
+                                     "curricula.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", help="where runs live (default: $COCKPIT_RUNS_DIR or ./runs)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--runs-dir", default=argparse.SUPPRESS, help="where runs live (default: "
+                        "$COCKPIT_RUNS_DIR or ./runs)")
+    sub = _Subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
+
+    p = sub.add_parser("run", help="start a curriculum (default: configs/demo.yaml)")
+    p.add_argument("config", nargs="?", type=Path, help="curriculum YAML (default: the embedded demo)")
+    p.add_argument("--batch", action="store_true", help="no TUI: run in the foreground and print progress")
+    _gate_policy(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a failed, stopped or interrupted run from its last complete "
+                                      "checkpoint")
+    p.add_argument("run", help="run id (or unique prefix) or 'latest'")
+    p.add_argument("--batch", action="store_true", help="no TUI: run in the foreground and print progress")
+    _gate_policy(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="show one run: stages, metrics, gates")
+    p.add_argument("run", help="run id (or unique prefix) or 'latest'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("attach", help="open the cockpit TUI on a run")
+    p.add_argument("run", help="run id (or unique prefix) or 'latest'")
+    p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser("gate", help="approve or reject a pending manual gate")
+    p.add_argument("run")
+    p.add_argument("stage")
+    p.add_argument("decision", choices=("approve", "reject"))
+    p.add_argument("--note", help="why (kept with the decision)")
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("stop", help="stop a running run (the worker is terminated, checkpoints are kept)")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_stop)
+    return parser
+
+
+class _Subcommands:
+    """add_parser that gives every subcommand the shared options (--runs-dir anywhere on the line)."""
+
+    def __init__(self, subparsers, common: argparse.ArgumentParser):
+        self._subparsers, self._common = subparsers, common
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self._subparsers.add_parser(name, parents=[self._common], **kwargs)
+
+
+def _gate_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gate-policy", choices=("rules", "approve", "reject"), default="rules",
+                   help="how --batch decides manual gates: rules (pass iff rules pass), approve, reject")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def cmd_run(args) -> int:
+    from core.launch import new_run
+    paths = new_run(args.config, runs_dir(args.runs_dir))
+    print(f"run {paths.id} created in {paths.root}", flush=True)
+    return _drive(paths, args)
+
+
+def cmd_resume(args) -> int:
+    from core.status import supervisor_alive
+    from core.store import RunStore
+    paths = find_run(runs_dir(args.runs_dir), args.run)
+    with RunStore(paths.db) as store:
+        meta = store.meta()
+    if supervisor_alive(meta):
+        raise UserError(f"run {paths.id} is still running (supervisor pid {meta.get('supervisor_pid')})")
+    if meta.get("status") == "completed":
+        raise UserError(f"run {paths.id} already completed; nothing to resume")
+    print(f"resuming run {paths.id}", flush=True)
+    return _drive(paths, args)
+
+
+def _drive(paths, args) -> int:
+    """Batch in the foreground, or a detached supervisor plus the TUI when there is a terminal."""
+    if args.batch or not _interactive():
+        if not args.batch:
+            print("no terminal: running in batch mode (gate policy: %s)" % args.gate_policy, flush=True)
+        from core.batch import run_batch
+        return run_batch(paths, args.gate_policy)
+    from core.supervisor import start_detached
+    pid = start_detached(paths)
+    print(f"supervisor started (pid {pid}); it keeps running if you quit", flush=True)
+    return _open_tui(runs_dir(args.runs_dir), paths)
+
+
+def _open_tui(directory: Path, paths=None) -> int:
+    from tui.app import run_app
+    run_app(directory, paths)
+    if paths is not None:
+        print(f"detached from {paths.id}; training continues. `cockpit attach {paths.id}` to come back.")
+    return 0
+
+
+def cmd_attach(args) -> int:
+    paths = find_run(runs_dir(args.runs_dir), args.run)
+    return _open_tui(runs_dir(args.runs_dir), paths)
+
+
+def cmd_runs(args) -> int:
+    from core.status import summarize
+    rows = [summarize(p) for p in list_runs(runs_dir(args.runs_dir))]
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("id", "name", "status", "created_at", "final_accuracy")} | {
+            "stage": _current_stage(r)} for r in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no runs in {runs_dir(args.runs_dir)} (start one with `cockpit run`)")
+        return 0
+    from core.render import runs_table
+    runs_table(rows)
+    return 0
+
+
+def _current_stage(summary: dict) -> str | None:
+    stages = summary["stages"]
+    active = [s for s in stages if s["status"] not in ("waiting", "completed", "passed")]
+    return (active or [s for s in stages if s["status"] != "waiting"] or stages)[0 if active else -1]["name"]
+
+
+def cmd_show(args) -> int:
+    from core.status import summarize
+    summary = summarize(find_run(runs_dir(args.runs_dir), args.run))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from core.render import run_report
+    run_report(summary)
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from core.store import GATE_PENDING, RunStore
+    paths = find_run(runs_dir(args.runs_dir), args.run)
+    with RunStore(paths.db) as store:
+        try:
+            row = store.stage(args.stage)
+        except KeyError:
+            names = ", ".join(s["name"] for s in store.stages())
+            raise UserError(f"run {paths.id} has no stage {args.stage!r} (stages: {names})") from None
+        if row["status"] != GATE_PENDING:
+            raise UserError(f"stage {args.stage!r} has no pending gate (status: {row['status']})")
+        store.decide(args.stage, args.decision, by=f"cli:{_user()}", note=args.note)
+    print(f"{args.stage}: {args.decision} recorded for run {paths.id}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from core.status import supervisor_alive
+    from core.store import RunStore
+    paths = find_run(runs_dir(args.runs_dir), args.run)
+    with RunStore(paths.db) as store:
+        if not supervisor_alive(store.meta()):
+            raise UserError(f"run {paths.id} is not running")
+        store.command("stop", by=f"cli:{_user()}")
+    print(f"stop requested for run {paths.id}; the supervisor stops the worker within a few seconds")
+    return 0
+
+
+def _user() -> str:
+    import getpass
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        if _interactive():
+            return _open_tui(runs_dir(args.runs_dir))
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"cockpit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Starting a run: validate the config first, so a bad file never leaves a half-created run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import load_curriculum
+from core.runs import RunPaths, create_run
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+def new_run(config: Path | None, runs_dir: Path) -> RunPaths:
+    """Validate `config` (default: the embedded demo) and create its run directory."""
+    config = Path(config) if config else DEFAULT_CONFIG
+    curriculum = load_curriculum(config)
+    return create_run(curriculum, config, runs_dir)

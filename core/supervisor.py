@@ -1,0 +1,246 @@
+"""The supervisor: runs a curriculum's stages as worker subprocesses and records everything.
+
+It is the only writer of stage state. Started detached (own session, output to a file) by
+`start_detached`, or in the foreground by `cockpit run --batch`. Run it by hand as
+`python -m core.supervisor RUN_DIR [--gate-policy rules|approve|reject]`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core import store as st
+from core.checkpoints import last_complete_checkpoint
+from core.config import Curriculum, StageSpec
+from core.gates import evaluate_gate, policy_decision
+from core.hardware import HardwareSampler
+from core.runs import RunPaths
+from core.worker_proc import WorkerProcess, exit_reason, worker_env
+
+EXIT_OOM = 75
+HEARTBEAT_S = 2.0
+POLL_S = 1.0
+
+
+class StopRequested(Exception):
+    """An operator asked the run to stop (command in the store, or a signal)."""
+
+
+class Supervisor:
+    """Runs the stages of one run directory in order, from wherever the run stands."""
+
+    def __init__(self, paths: RunPaths, gate_policy: str | None = None):
+        self.paths = paths
+        self.store = st.RunStore(paths.db)
+        self.cur = Curriculum.model_validate(self.store.get_meta("config"))
+        self.gate_policy = gate_policy
+        self.hardware = HardwareSampler()
+        self._last_heartbeat = 0.0
+        self._stop = False
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run every unfinished stage; returns the run's final status."""
+        self._install_signal_handlers()
+        self.store.set_meta(status="running", supervisor_pid=os.getpid(), heartbeat=time.time())
+        status = "completed"
+        try:
+            for stage in self.cur.stages:
+                if self.store.stage(stage.name)["status"] in st.FINISHED_OK:
+                    continue
+                outcome = self.run_stage(stage)
+                if outcome not in st.FINISHED_OK:
+                    status = outcome if outcome in (st.GATE_FAILED, st.REJECTED, st.STOPPED) else "failed"
+                    break
+        except StopRequested:
+            status = st.STOPPED
+        finally:
+            self.store.append("run_finished", status=status, now=True)
+            self.store.set_meta(status=status, finished_at=time.time())
+            self.store.close()
+        return status
+
+    def run_stage(self, stage: StageSpec) -> str:
+        """Train (with OOM retries), then evaluate the gate; returns the stage's final status."""
+        overrides: dict = {}
+        resume = self._resume_point(stage)
+        for retry in range(self.cur.max_oom_retries + 1):
+            code, reason = self._run_worker(stage, overrides, resume)
+            if code == 0:
+                return self._finish_trained_stage(stage)
+            if self._stop:
+                return self._finish(stage, st.STOPPED, "stopped by operator", code)
+            if code == EXIT_OOM and retry < self.cur.max_oom_retries and self._can_halve(stage, overrides):
+                overrides = self._halved(stage, overrides)
+                resume = self._resume_point(stage)
+                continue
+            return self._finish(stage, st.FAILED, reason, code)
+        return self._finish(stage, st.FAILED, "out of memory after retries", EXIT_OOM)
+
+    def _finish_trained_stage(self, stage: StageSpec) -> str:
+        final = self.paths.stage_final(stage.name)
+        self.store.update_stage(stage.name, checkpoint=str(final) if final.exists() else None)
+        if stage.gate is None:
+            return self._finish(stage, st.COMPLETED, None, 0)
+        return self._gate(stage)
+
+    # -- one worker ---------------------------------------------------------------------------
+    def _run_worker(self, stage: StageSpec, overrides: dict, resume: Path | None) -> tuple[int, str | None]:
+        row = self.store.stage(stage.name)
+        attempt = row["attempt"] + 1
+        spec_path = self._write_spec(stage, attempt, overrides, resume)
+        self.store.update_stage(stage.name, status=st.RUNNING, attempt=attempt, started_at=time.time(),
+                                finished_at=None, reason=None)
+        proc = WorkerProcess.start(stage.kind, spec_path, self.paths.stage_log(stage.name), stage.train.nproc)
+        self.store.append("log", stage=stage.name, now=True, level="info",
+                          message=f"worker started (pid {proc.pid}, attempt {attempt})")
+        code = self._watch(stage, proc)
+        return code, exit_reason(code, self.paths.stage_log(stage.name))
+
+    def _watch(self, stage: StageSpec, proc: WorkerProcess) -> int:
+        """Wait for the worker while sampling hardware, heartbeating and reading commands."""
+        last_step, last_progress, stalled = None, time.monotonic(), False
+        while (code := proc.wait(POLL_S)) is None:
+            self.store.append("hardware", stage=stage.name, **self.hardware.sample(proc.pid))
+            self._heartbeat()
+            if self._stop_requested():
+                proc.terminate()
+                continue
+            step = self.store.last_step(stage.name)
+            if step != last_step:
+                last_step, last_progress, stalled = step, time.monotonic(), False
+            elif not stalled and time.monotonic() - last_progress > self.cur.stall_timeout_s:
+                stalled = True
+                self.store.append("stalled", stage=stage.name, step=step, now=True,
+                                  seconds=round(time.monotonic() - last_progress))
+        self.store.flush()
+        return code
+
+    def _write_spec(self, stage: StageSpec, attempt: int, overrides: dict, resume: Path | None) -> Path:
+        parent = self.paths.stage_final(stage.from_) if stage.from_ else None
+        spec = {
+            "run_dir": str(self.paths.root.resolve()), "db": str(self.paths.db.resolve()),
+            "stage": stage.model_dump(mode="json", by_alias=True), "model": self.cur.model.model_dump(mode="json"),
+            "attempt": attempt, "input_model": str(parent.resolve()) if parent else None,
+            "output_dir": str(self.paths.stage_dir(stage.name).resolve()),
+            "resume_from": str(resume) if resume else None, "train_overrides": overrides,
+        }
+        path = self.paths.stage_spec(stage.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(spec, indent=2))
+        return path
+
+    # -- resume and OOM -----------------------------------------------------------------------
+    def _resume_point(self, stage: StageSpec) -> Path | None:
+        """The last complete checkpoint of a stage that ran before; its later metrics are superseded."""
+        ckpt = last_complete_checkpoint(self.paths.stage_checkpoints(stage.name))
+        if ckpt is None:
+            if self.store.last_step(stage.name) is not None:
+                self.store.supersede_after(stage.name, 0)
+                self.store.append("resumed", stage=stage.name, step=0, now=True, from_checkpoint=None)
+            return None
+        step = int(ckpt.name.rsplit("-", 1)[1])
+        self.store.supersede_after(stage.name, step)
+        self.store.append("resumed", stage=stage.name, step=step, now=True, from_checkpoint=str(ckpt))
+        return ckpt
+
+    def _can_halve(self, stage: StageSpec, overrides: dict) -> bool:
+        return overrides.get("batch_size", stage.train.batch_size) > 1
+
+    def _halved(self, stage: StageSpec, overrides: dict) -> dict:
+        batch = overrides.get("batch_size", stage.train.batch_size) // 2
+        accum = overrides.get("grad_accum", stage.train.grad_accum) * 2
+        attempt = self.store.stage(stage.name)["attempt"] + 1
+        self.store.append("oom_retry", stage=stage.name, now=True, batch_size=batch, grad_accum=accum,
+                          attempt=attempt)
+        return {"batch_size": batch, "grad_accum": accum}
+
+    # -- gates --------------------------------------------------------------------------------
+    def _gate(self, stage: StageSpec) -> str:
+        report = evaluate_gate(stage.gate, stage.name, self._metrics_so_far(stage))
+        self.store.update_stage(stage.name, status=st.GATE_PENDING)
+        pending_ts = time.time()
+        self.store.append("gate_pending", stage=stage.name, now=True, **report.to_dict())
+        if stage.gate.approval == "auto":
+            decision, by, note = ("pass" if report.passed else "fail"), "rules", None
+        elif self.gate_policy:
+            decision, by, note = policy_decision(report, self.gate_policy), f"policy:{self.gate_policy}", None
+            self.store.decide(stage.name, decision, by, note)
+        else:
+            decision, by, note = self._wait_for_decision(stage.name, pending_ts)
+        seen = {r.metric: r.value for r in report.rules}
+        self.store.append("gate_decided", stage=stage.name, now=True, decision=decision, by=by, note=note,
+                          metrics=seen, rules=report.to_dict()["rules"])
+        if decision in ("pass", "approve"):
+            return self._finish(stage, st.PASSED, None, 0)
+        status = st.REJECTED if decision == "reject" else st.GATE_FAILED
+        return self._finish(stage, status, f"gate {decision} by {by}", 0)
+
+    def _wait_for_decision(self, stage: str, since: float) -> tuple[str, str, str | None]:
+        while True:
+            found = self.store.decision(stage)
+            if found and found["ts"] >= since:
+                return found["decision"], found["by"], found["note"]
+            self._heartbeat()
+            if self._stop_requested():
+                raise StopRequested()
+            time.sleep(POLL_S / 2)
+
+    def _metrics_so_far(self, stage: StageSpec) -> dict[str, dict[str, float]]:
+        upto = self.cur.index(stage.name)
+        return {s.name: self.store.final_metrics(s.name) for s in self.cur.stages[: upto + 1]}
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _finish(self, stage: StageSpec, status: str, reason: str | None, code: int) -> str:
+        self.store.update_stage(stage.name, status=status, finished_at=time.time(), reason=reason)
+        self.store.append("stage_finished", stage=stage.name, now=True, status=status, reason=reason,
+                          exit_code=code)
+        return status
+
+    def _heartbeat(self) -> None:
+        if time.monotonic() - self._last_heartbeat >= HEARTBEAT_S:
+            self._last_heartbeat = time.monotonic()
+            self.store.set_meta(heartbeat=time.time())
+
+    def _stop_requested(self) -> bool:
+        if "stop" in self.store.take_commands():
+            self._stop = True
+            self.store.append("log", now=True, level="warning", message="stop requested")
+        return self._stop
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum, _frame):
+            self._stop = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def start_detached(paths: RunPaths, gate_policy: str | None = None) -> int:
+    """Start a supervisor for `paths` in its own session (survives the terminal); returns its pid."""
+    cmd = [sys.executable, "-m", "core.supervisor", str(paths.root)]
+    if gate_policy:
+        cmd += ["--gate-policy", gate_policy]
+    with open(paths.supervisor_log, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, env=worker_env())
+    return proc.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m core.supervisor", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--gate-policy", choices=("rules", "approve", "reject"))
+    args = parser.parse_args(argv)
+    status = Supervisor(RunPaths(args.run_dir), args.gate_policy).run()
+    return 0 if status == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

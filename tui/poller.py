@@ -1,0 +1,119 @@
+"""Reads one run's store and worker log, folding new rows into a RunState (runs in a thread)."""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from pathlib import Path
+
+from core.runs import RunPaths
+from core.store import RunStore
+from tui.state import RunSnapshot, RunState
+
+CHUNK = 50_000          # events read per query, so attaching to a huge run stays responsive
+LOG_LINES = 1000        # lines of a worker log kept for the screen
+LOG_FIRST_BYTES = 256 * 1024
+
+
+class LogTail:
+    """The last lines of a growing text file, read incrementally from a remembered offset."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.offset = 0
+        self.lines: deque[str] = deque(maxlen=LOG_LINES)
+        self.total = 0
+        self._partial = ""
+
+    def read(self) -> bool:
+        """Read what was appended since last time; True if any whole line arrived."""
+        if self.path is None:
+            return False
+        try:
+            size = self.path.stat().st_size
+            if size < self.offset:  # truncated or replaced: start again
+                self.offset, self._partial = 0, ""
+            if size == self.offset:
+                return False
+            with self.path.open("rb") as fh:
+                start = self.offset if self.offset else max(0, size - LOG_FIRST_BYTES)
+                fh.seek(start)
+                data = fh.read(size - start)
+        except OSError:
+            return False
+        self.offset = start + len(data)
+        text = self._partial + data.decode("utf-8", errors="replace").replace("\r", "\n")
+        *whole, self._partial = text.split("\n")
+        self.lines.extend(whole)
+        self.total += len(whole)
+        return bool(whole)
+
+
+class RunPoller:
+    """One reader of one run: call poll() repeatedly; it returns a snapshot when something changed."""
+
+    def __init__(self, paths: RunPaths):
+        self.paths = paths
+        self.store = RunStore(paths.db)
+        self.state = RunState()
+        self.follow: str | None = None  # stage whose log to tail; None follows the active stage
+        self._log = LogTail(None)
+        self._log_stage: str | None = None
+        self._fingerprint: tuple = ()
+
+    def poll(self, max_chunks: int = 1) -> RunSnapshot | None:
+        """Fold what is new; the snapshot, or None when nothing visible changed."""
+        meta = self.store.meta()
+        stages = self.store.stages()
+        self.state.set_meta(meta)
+        self.state.set_stages(stages)
+        for _ in range(max_chunks):
+            events = self.store.events(after_id=self.state.last_event_id, limit=CHUNK)
+            self.state.fold(events)
+            if len(events) < CHUNK:
+                break
+        log_grew = self._tail_log()
+        decision = self._decision_sent()
+        fingerprint = (self.state.last_event_id, meta.get("status"), meta.get("heartbeat"),
+                       tuple((s["status"], s["attempt"]) for s in stages), self._log_stage, decision)
+        if fingerprint == self._fingerprint and not log_grew:
+            return None
+        self._fingerprint = fingerprint
+        return self._snapshot(decision)
+
+    @property
+    def caught_up(self) -> bool:
+        return self.state.last_event_id >= self.store.last_event_id()
+
+    @property
+    def finished(self) -> bool:
+        return self.state.meta.get("status") in ("completed", "failed", "gate_failed", "stopped", "interrupted")
+
+    def _snapshot(self, decision: dict[str, str]) -> RunSnapshot:
+        snap = self.state.snapshot(self.paths.id, decision)
+        return dataclasses.replace(snap, log_stage=self._log_stage, log_lines=tuple(self._log.lines),
+                                   log_total=self._log.total)
+
+    def _tail_log(self) -> bool:
+        stage = self.follow or self._active_stage()
+        if stage != self._log_stage:
+            self._log_stage = stage
+            self._log = LogTail(self.paths.stage_log(stage) if stage else None)
+        return self._log.read()
+
+    def _active_stage(self) -> str | None:
+        """The running stage, else the last one that started."""
+        rows = self.state.stage_rows
+        active = [r["name"] for r in rows if r.get("status") in ("running", "gate_pending")]
+        started = [r["name"] for r in rows if r.get("started_at") or r.get("status") not in (None, "waiting")]
+        return (active or started or [None])[-1]
+
+    def _decision_sent(self) -> dict[str, str]:
+        gate = self.state.open_gate()
+        if gate is None:
+            return {}
+        stage, since = gate
+        row = self.store.decision(stage)
+        return {stage: row["decision"]} if row and row["ts"] >= since else {}
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,68 @@
+"""StoreCallback: trainer events into the run store; finished checkpoints renamed into place."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class StoreCallback(TrainerCallback):
+    """Writes `metric` and `checkpoint_saved` events (rank 0) and moves complete checkpoints.
+
+    Trainer writes `checkpoint-N` into a scratch folder; once it is complete (trainer_state.json is
+    written last, and every rank has passed a barrier) it is renamed into `checkpoints/`, so a
+    half-written folder never appears there.
+    """
+
+    def __init__(self, store, stage: str, scratch: Path, checkpoints: Path):
+        self.store, self.stage = store, stage
+        self.scratch, self.checkpoints = Path(scratch), Path(checkpoints)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.store is not None and state.is_world_process_zero and logs:
+            self.store.append_metrics(self.stage, state.global_step, logs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        inject_faults(state.global_step, args.per_device_train_batch_size)
+
+    def on_save(self, args, state, control, **kwargs):
+        _barrier()
+        if state.is_world_process_zero:
+            self._publish(state.global_step)
+        _barrier()
+
+    def _publish(self, step: int) -> None:
+        written = self.scratch / f"checkpoint-{step}"
+        if not (written / "trainer_state.json").is_file():
+            return
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        target = self.checkpoints / written.name
+        if target.exists():  # left by an earlier attempt that ran past this step
+            shutil.rmtree(target)
+        os.rename(written, target)
+        if self.store is not None:
+            self.store.append("checkpoint_saved", stage=self.stage, step=step, now=True,
+                              path=str(target), complete=True)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def inject_faults(step: int, batch_size: int) -> None:
+    """Test-only faults from the environment: OOM for too-large batches, or a hang, at a step."""
+    oom_at = os.environ.get("COCKPIT_FAULT_OOM_AT_STEP")
+    if oom_at and step == int(oom_at) and batch_size > int(os.environ.get("COCKPIT_FAULT_OOM_MAX_BATCH", "0")):
+        import torch
+
+        raise torch.OutOfMemoryError(f"injected: batch {batch_size} does not fit (COCKPIT_FAULT_OOM_AT_STEP)")
+    sleep_at = os.environ.get("COCKPIT_FAULT_SLEEP_AT_STEP")
+    if sleep_at and step == int(sleep_at):
+        while True:
+            time.sleep(3600)

@@ -1,0 +1,140 @@
+"""Held-out evaluation: eval/accuracy (greedy generation, exact match) and eval/perplexity."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from workers.data import load_rows
+from workers.rewards import extract_answer
+
+
+@dataclass
+class Item:
+    prompt: str
+    completion: str | None  # reference continuation for perplexity; None = not scored
+    answer: str
+
+
+def resolve_format(requested: str, kind: str, tokenizer) -> str:
+    """auto = text for pretrain, chat otherwise; chat needs a chat template."""
+    fmt = requested if requested != "auto" else ("text" if kind == "pretrain" else "chat")
+    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
+        return "text"
+    return fmt
+
+
+def make_items(rows: list[dict], fmt: str, tokenizer) -> list[Item]:
+    return [(_chat_item if fmt == "chat" else _text_item)(row, tokenizer) for row in rows]
+
+
+def _chat_item(row: dict, tokenizer) -> Item:
+    messages = row.get("messages") or row["prompt"]
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    reference = None
+    if messages[-1]["role"] == "assistant":
+        reference, messages = messages[-1]["content"] + tokenizer.eos_token, messages[:-1]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return Item(prompt, reference, str(row["answer"]))
+
+
+def _text_item(row: dict, tokenizer) -> Item:
+    prompt = row["prompt"] if isinstance(row.get("prompt"), str) else _last_user(row)
+    text = row.get("text")
+    reference = text[len(prompt):] if text and text.startswith(prompt) else None
+    return Item(prompt, reference, str(row["answer"]))
+
+
+def _last_user(row: dict) -> str:
+    messages = row.get("messages") or row["prompt"]
+    return [m["content"] for m in messages if m["role"] == "user"][-1]
+
+
+def accuracy(model, tokenizer, items: list[Item], batch_size: int, max_new_tokens: int, fmt: str):
+    """Share of items whose generated number (after "=") equals the answer, plus a few examples."""
+    correct, examples = 0, []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        outputs = generate(model, tokenizer, [i.prompt for i in batch], max_new_tokens)
+        for item, out in zip(batch, outputs):
+            graded = item.prompt + out if fmt == "text" else out
+            ok = extract_answer(graded) == item.answer
+            correct += ok
+            if len(examples) < 5:
+                examples.append({"prompt": item.prompt, "output": out, "answer": item.answer, "correct": ok})
+    return correct / max(1, len(items)), examples
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy, batched, left-padded generation; the new text only, special tokens dropped."""
+    import torch
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def perplexity(model, tokenizer, items: list[Item], batch_size: int) -> float | None:
+    """exp(mean NLL) of the reference continuations given their prompts; None if none has one."""
+    import torch
+
+    scored = [i for i in items if i.completion]
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(scored), batch_size):
+        ids, labels = _perplexity_batch(tokenizer, scored[start:start + batch_size])
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device), attention_mask=(labels != -200).to(model.device)).logits
+        nll, n = _summed_nll(logits.float(), labels.to(model.device))
+        total_nll, total_tokens = total_nll + nll, total_tokens + n
+    return math.exp(total_nll / total_tokens) if total_tokens else None
+
+
+def _perplexity_batch(tokenizer, items: list[Item]):
+    """Right-padded ids; labels -100 on prompt tokens, -200 on padding (masked from attention)."""
+    import torch
+
+    rows = []
+    for item in items:
+        p = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(item.completion, add_special_tokens=False)["input_ids"]
+        rows.append((p + c, [-100] * len(p) + c))
+    width = max(len(r[0]) for r in rows)
+    ids = torch.tensor([r[0] + [tokenizer.pad_token_id] * (width - len(r[0])) for r in rows])
+    labels = torch.tensor([r[1] + [-200] * (width - len(r[1])) for r in rows])
+    return ids, labels
+
+
+def _summed_nll(logits, labels) -> tuple[float, int]:
+    import torch.nn.functional as F
+
+    targets = labels[:, 1:].clone()
+    targets[targets < 0] = -100
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+    return float(nll), int((targets != -100).sum())
+
+
+def evaluate(model, tokenizer, eval_spec: dict, kind: str) -> dict:
+    """Run the stage's EvalSpec; returns {"eval/<metric>": (value, data)}."""
+    rows = load_rows(eval_spec["data"], "eval", cap=eval_spec["max_samples"])
+    fmt = resolve_format(eval_spec.get("format", "auto"), kind, tokenizer)
+    items = make_items(rows, fmt, tokenizer)
+    was_training = model.training
+    model.eval()
+    results = {}
+    try:
+        if "accuracy" in eval_spec["metrics"]:
+            acc, examples = accuracy(model, tokenizer, items, eval_spec["batch_size"], eval_spec["max_new_tokens"], fmt)
+            results["eval/accuracy"] = (acc, {"samples": len(items), "format": fmt, "examples": examples})
+        if "perplexity" in eval_spec["metrics"]:
+            ppl = perplexity(model, tokenizer, items, eval_spec["batch_size"])
+            if ppl is not None:
+                results["eval/perplexity"] = (ppl, {"samples": len(items), "format": fmt})
+    finally:
+        model.train(was_training)
+    return results

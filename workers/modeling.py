@@ -1,0 +1,158 @@
+"""Loading models for a stage: builtin, hub id or folder; adapters merged onto their base (chaining).
+
+Chaining policy: a stage that starts from an adapter folder loads the adapter's base (recursively,
+through each folder's cockpit.json), merges the adapter in, and trains a fresh adapter on top. So
+DPO/GRPO's implicit reference (adapter disabled) is exactly the parent stage's policy.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers import builtin
+
+
+class ModelError(ValueError):
+    """A model source that cannot be used (exit code 2)."""
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    backend: str  # "hf" or "unsloth"
+    source: str  # the folder or hub id the weights came from (an adapter's `base` in cockpit.json)
+
+
+def resolve_source(spec: dict) -> str:
+    """The input model: the `from` stage's final folder, else model.base (builtin materialised)."""
+    if spec.get("input_model"):
+        return spec["input_model"]
+    base = spec["model"]["base"]
+    if base == builtin.BUILTIN_MODEL:
+        return str(builtin.materialise(spec["run_dir"]))
+    if base.startswith("builtin:"):
+        raise ModelError(f"unknown builtin model {base!r}; known: {builtin.BUILTIN_MODEL}")
+    return base
+
+
+def is_adapter(path: str) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def adapter_base(path: str) -> str:
+    """The model an adapter folder applies on: cockpit.json's base, else peft's record of it."""
+    meta = Path(path) / "cockpit.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("base"):
+        return json.loads(meta.read_text())["base"]
+    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def check_weights(path: str) -> None:
+    """Refuse folders whose weights are only pickles (*.bin / *.pt): loading them runs code."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return  # a hub id; transformers only takes safetensors from the hub with use_safetensors
+    has_safe = any(folder.glob("*.safetensors"))
+    pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")
+                                                        if p.name not in ("optimizer.pt", "scheduler.pt")]
+    if pickles and not has_safe:
+        raise ModelError(f"{folder} holds only pickle weights ({', '.join(sorted(pickles)[:3])}); "
+                         "convert them to safetensors first")
+
+
+def load_full(path: str, trust_remote_code: bool = False):
+    """A plain (merged) causal LM from a folder or hub id; adapters are merged onto their base."""
+    from transformers import AutoModelForCausalLM
+
+    check_weights(path)
+    if is_adapter(path):
+        from peft import PeftModel
+
+        base = load_full(adapter_base(path), trust_remote_code)
+        return PeftModel.from_pretrained(base, path).merge_and_unload()
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                    use_safetensors=True, dtype="float32")
+    except OSError as exc:
+        raise ModelError(f"cannot load model {path!r}: {exc}") from None
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def pick_backend(requested: str) -> str:
+    """auto -> unsloth only on CUDA with unsloth importable; hf otherwise."""
+    if requested == "hf":
+        return "hf"
+    import torch
+
+    if not torch.cuda.is_available():
+        if requested == "unsloth":
+            raise ModelError("backend unsloth needs a CUDA device")
+        return "hf"
+    try:
+        import unsloth  # noqa: F401  (must be imported before transformers touches the model)
+    except Exception as exc:  # unsloth raises plain Exceptions on unsupported setups
+        if requested == "unsloth":
+            raise ModelError(f"backend unsloth requested but `import unsloth` failed: {exc}") from None
+        return "hf"
+    return "unsloth"
+
+
+def load_for_training(spec: dict, lora: dict | None, max_length: int, scratch: Path) -> Loaded:
+    """The stage's starting model (adapters merged) and tokenizer, on the chosen backend."""
+    source = resolve_source(spec)
+    trust = bool(spec["model"].get("trust_remote_code"))
+    backend = pick_backend(spec["model"].get("backend", "auto"))
+    tokenizer = load_tokenizer(source, trust)
+    if backend == "unsloth":
+        return _load_unsloth(source, lora, max_length, trust, scratch, tokenizer)
+    return Loaded(load_full(source, trust), tokenizer, "hf", source)
+
+
+def _load_unsloth(source: str, lora: dict | None, max_length: int, trust: bool, scratch: Path, tokenizer) -> Loaded:
+    """FastLanguageModel path (CUDA only); an adapter input is merged to a scratch folder first."""
+    from unsloth import FastLanguageModel
+
+    path = source
+    if is_adapter(source):
+        path = str(scratch / "merged-input")
+        load_full(source, trust).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    check_weights(path)
+    model, tokenizer = FastLanguageModel.from_pretrained(model_name=path, max_seq_length=max_length, dtype=None,
+                                                         load_in_4bit=False, trust_remote_code=trust)
+    if lora:
+        model = FastLanguageModel.get_peft_model(
+            model, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+            target_modules=_unsloth_targets(lora["target_modules"]), use_gradient_checkpointing=False)
+    return Loaded(model, tokenizer, "unsloth", source)
+
+
+def _unsloth_targets(targets):
+    if targets == "all-linear":
+        return ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return targets
+
+
+def lora_config(lora: dict):
+    """A peft LoraConfig from the stage's LoraSpec dump."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], use_dora=lora.get("use_dora", False),
+                      task_type="CAUSAL_LM")
+
+
+def count_params(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

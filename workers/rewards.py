@@ -1,0 +1,44 @@
+"""GRPO reward functions by name, with TRL's signature: f(prompts, completions, **columns) -> floats."""
+from __future__ import annotations
+
+import re
+
+EQUATION = re.compile(r"^\s*\d+\s*\+\s*\d+\s*=\s*\d+\s*$")
+AFTER_EQUALS = re.compile(r"=\s*(-?\d+)")
+NUMBER = re.compile(r"^\s*(-?\d+)\s*$")
+
+
+def completion_text(completion) -> str:
+    """A completion as text: plain string, or the content of a conversational completion."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion)
+
+
+def extract_answer(text: str) -> str | None:
+    """The number after the last "=", or the whole text when it is just a number."""
+    found = AFTER_EQUALS.findall(text)
+    if found:
+        return found[-1]
+    bare = NUMBER.match(text)
+    return bare.group(1) if bare else None
+
+
+def exact_match(prompts, completions, answer, **_) -> list[float]:
+    """1.0 when the completion's number equals the row's `answer`."""
+    return [float(extract_answer(completion_text(c)) == str(a).strip()) for c, a in zip(completions, answer)]
+
+
+def format(prompts, completions, **_) -> list[float]:  # noqa: A001  (the name users write in YAML)
+    """1.0 when the completion reads like "a+b=c" and nothing else."""
+    return [float(bool(EQUATION.match(completion_text(c)))) for c in completions]
+
+
+REWARDS = {"exact_match": exact_match, "format": format}
+
+
+def get_rewards(names: list[str]) -> list:
+    unknown = [n for n in names if n not in REWARDS]
+    if unknown:
+        raise KeyError(f"unknown reward {', '.join(unknown)}; known: {', '.join(REWARDS)}")
+    return [REWARDS[n] for n in names]
