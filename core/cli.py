@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a running run (the worker is terminated, checkpoints are kept)")
     p.add_argument("run")
     p.set_defaults(func=cmd_stop)
+
+    from core.chat_cli import add_chat_commands
+    add_chat_commands(sub)
     return parser
 
 

@@ -205,7 +205,7 @@ def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
         elif stage.lora is False:
             stage.lora = None
         if stage.eval is None:
-            stage.eval = cur.defaults.eval if stage.kind != "merge" else None
+            stage.eval = cur.defaults.eval
         elif stage.eval is False:
             stage.eval = None
 

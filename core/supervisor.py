@@ -59,6 +59,10 @@ class Supervisor:
                     break
         except StopRequested:
             status = st.STOPPED
+        except BaseException as exc:
+            status = "failed"
+            self.store.append("log", now=True, level="error", message=f"supervisor error: {exc!r}")
+            raise
         finally:
             self.store.append("run_finished", status=status, now=True)
             self.store.set_meta(status=status, finished_at=time.time())
@@ -165,7 +169,7 @@ class Supervisor:
         report = evaluate_gate(stage.gate, stage.name, self._metrics_so_far(stage))
         self.store.update_stage(stage.name, status=st.GATE_PENDING)
         pending_ts = time.time()
-        self.store.append("gate_pending", stage=stage.name, now=True, **report.to_dict())
+        self.store.append("gate_pending", stage=stage.name, now=True, **_without(report.to_dict(), "stage"))
         if stage.gate.approval == "auto":
             decision, by, note = ("pass" if report.passed else "fail"), "rules", None
         elif self.gate_policy:
@@ -219,6 +223,10 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _without(data: dict, key: str) -> dict:
+    return {k: v for k, v in data.items() if k != key}
 
 
 def start_detached(paths: RunPaths, gate_policy: str | None = None) -> int:

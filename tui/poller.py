@@ -59,6 +59,7 @@ class RunPoller:
         self._log = LogTail(None)
         self._log_stage: str | None = None
         self._fingerprint: tuple = ()
+        self.behind = False  # the last poll stopped at CHUNK rows: more are waiting
 
     def poll(self, max_chunks: int = 1) -> RunSnapshot | None:
         """Fold what is new; the snapshot, or None when nothing visible changed."""
@@ -69,7 +70,8 @@ class RunPoller:
         for _ in range(max_chunks):
             events = self.store.events(after_id=self.state.last_event_id, limit=CHUNK)
             self.state.fold(events)
-            if len(events) < CHUNK:
+            self.behind = len(events) >= CHUNK
+            if not self.behind:
                 break
         log_grew = self._tail_log()
         decision = self._decision_sent()
@@ -101,11 +103,12 @@ class RunPoller:
         return self._log.read()
 
     def _active_stage(self) -> str | None:
-        """The running stage, else the last one that started."""
+        """The running stage, else the last one that wrote a log, else the last one that started."""
         rows = self.state.stage_rows
         active = [r["name"] for r in rows if r.get("status") in ("running", "gate_pending")]
+        logged = [r["name"] for r in rows if self.paths.stage_log(r["name"]).exists()]
         started = [r["name"] for r in rows if r.get("started_at") or r.get("status") not in (None, "waiting")]
-        return (active or started or [None])[-1]
+        return (active or logged or started or [None])[-1]
 
     def _decision_sent(self) -> dict[str, str]:
         gate = self.state.open_gate()

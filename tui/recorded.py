@@ -111,7 +111,7 @@ def _train_stage(store, paths, clock, rng, name, steps, lr, loss, evals, resume_
                 metrics["kl"] = 0.002 * step + rng.uniform(0, 0.002)
         store.append_metrics(name, step, metrics)
         lines.append(f"{{'loss': {metrics['loss']:.4f}, 'grad_norm': {metrics['grad_norm']:.3f}, 'step': {step}}}")
-        if step % 200 == 0 and steps >= 200:
+        if step % 200 == 0 and step < steps:
             store.append("checkpoint_saved", stage=name, step=step, path=f"stages/{name}/checkpoints/checkpoint-{step}",
                          complete=True)
         if step % 100 == 0:
@@ -165,3 +165,17 @@ def _merge_stage(store, clock):
     store.append("stage_finished", stage="final", status="completed", reason=None, exit_code=0)
     store.update_stage("final", status="completed", finished_at=clock.advance(2))
     store.flush()
+
+
+async def wait_until(pilot, condition, timeout_s: float = 10.0) -> None:
+    """Let the app run until `condition()` holds (tests and benchmarks; no fixed sleeps)."""
+    import asyncio
+    import time as _time
+
+    deadline = _time.monotonic() + timeout_s
+    while not condition():
+        if _time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout_s} s")
+        await pilot.pause(0.01)
+    await pilot.pause()
+    await asyncio.sleep(0)

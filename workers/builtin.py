@@ -84,7 +84,9 @@ def builtin_rows(name: str) -> list[dict]:
     if name == "arithmetic-eval":
         return [{"messages": question(a, b) + answer_turn(equation(a, b)), "prompt": f"{a}+{b}=",
                  "answer": str(a + b), "text": equation(a, b) + EOS} for a, b in eval_pairs()]
-    raise KeyError(f"unknown builtin data {name!r}")
+    from core.datafiles import DataError
+
+    raise DataError(f"unknown builtin data {name!r}")
 
 
 # -- tokenizer and model ------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """GRPO reward functions by name, with TRL's signature: f(prompts, completions, **columns) -> floats."""
 from __future__ import annotations
 
+import importlib
 import re
+
+from workers.common import SpecError
 
 EQUATION = re.compile(r"^\s*\d+\s*\+\s*\d+\s*=\s*\d+\s*$")
 AFTER_EQUALS = re.compile(r"=\s*(-?\d+)")
@@ -38,7 +41,17 @@ REWARDS = {"exact_match": exact_match, "format": format}
 
 
 def get_rewards(names: list[str]) -> list:
-    unknown = [n for n in names if n not in REWARDS]
-    if unknown:
-        raise KeyError(f"unknown reward {', '.join(unknown)}; known: {', '.join(REWARDS)}")
-    return [REWARDS[n] for n in names]
+    """Reward functions by registry name, or `package.module:function` for a user's own."""
+    return [_reward(name) for name in names]
+
+
+def _reward(name: str):
+    if name in REWARDS:
+        return REWARDS[name]
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise SpecError(f"cannot import reward {name!r}: {exc}") from None
+    raise SpecError(f"unknown reward {name!r}; known: {', '.join(REWARDS)} (or module:function)")

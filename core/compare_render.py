@@ -1,0 +1,62 @@
+"""Rich renderings of a comparison: the metrics per target and the outputs side by side, differences marked.
+
+Used by `cockpit compare` and by the TUI compare screen (Textual shows rich renderables as they are).
+"""
+from __future__ import annotations
+
+from difflib import SequenceMatcher
+
+from rich.table import Table
+from rich.text import Text
+
+from core.compare import CompareResult
+
+DIFF_STYLE = "bold black on yellow"
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table(result: CompareResult) -> Table:
+    """One row per target: accuracy (and the stage's recorded one), perplexity, reward, output length."""
+    table = Table(title=f"metrics on {result.source}", title_justify="left", expand=False)
+    for name in ("target", "accuracy", "recorded", "perplexity", "reward", "mean length", "answered"):
+        table.add_column(name, justify="left" if name == "target" else "right")
+    best = _best_accuracy(result)
+    for target, res, recorded in zip(result.targets, result.results, result.recorded):
+        accuracy = Text(_fmt(res["accuracy"]), style="bold green" if best is not None and res["accuracy"] == best
+                        else "")
+        table.add_row(target.label, accuracy, _fmt(recorded), _fmt(res["perplexity"]), _fmt(res["reward"]),
+                      _fmt(res["mean_length"], 1), str(res["answered"]))
+    return table
+
+
+def _best_accuracy(result: CompareResult) -> float | None:
+    values = [r["accuracy"] for r in result.results if r["accuracy"] is not None]
+    return max(values) if len(values) > 1 and len(set(values)) > 1 else None
+
+
+def outputs_table(result: CompareResult, limit: int | None = None) -> Table:
+    """One row per prompt, one column per target; text differing from the first target is highlighted."""
+    table = Table(show_lines=True, expand=True, title="outputs (highlighted: differs from "
+                  f"{result.targets[0].label})", title_justify="left")
+    table.add_column("prompt", ratio=1)
+    for target in result.targets:
+        table.add_column(target.label, ratio=1)
+    for i, row in enumerate(result.rows[:limit]):
+        outputs = [res["outputs"][i] for res in result.results]
+        prompt = Text(str(row["prompt"]))
+        if row.get("answer") not in (None, ""):
+            prompt.append(f"\nanswer: {row['answer']}", style="dim")
+        table.add_row(prompt, *[highlighted(out, outputs[0]) if n else Text(out) for n, out in enumerate(outputs)])
+    return table
+
+
+def highlighted(text: str, reference: str) -> Text:
+    """`text` with the spans that differ from `reference` styled."""
+    out = Text()
+    for op, _, _, j1, j2 in SequenceMatcher(None, reference, text, autojunk=False).get_opcodes():
+        if j2 > j1:
+            out.append(text[j1:j2], style=None if op == "equal" else DIFF_STYLE)
+    return out

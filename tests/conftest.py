@@ -1,0 +1,59 @@
+"""Shared fixtures: a run directory with a real store, and spec files for workers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import StageSpec
+from core.store import RunStore
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = {"steps": 4, "batch_size": 8, "lr": 1e-3, "logging_steps": 1, "max_length": 48}
+
+
+class WorkerRun:
+    """A run dir + store; `spec(...)` writes a stage's spec.json, `run(...)` starts the worker."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        RunStore.create(root / "run.db", {"id": root.name, "name": "test"}, []).close()
+
+    def spec(self, name: str, kind: str, input_model: str | None = None, resume_from: str | None = None,
+             overrides: dict | None = None, attempt: int = 1, **stage) -> Path:
+        stage.setdefault("train", {})
+        stage["train"] = {**TINY_TRAIN, **stage["train"]}
+        dump = StageSpec.model_validate({"name": name, "kind": kind, **stage}).model_dump(mode="json", by_alias=True)
+        out = self.root / "stages" / name
+        out.mkdir(parents=True, exist_ok=True)
+        spec = {"run_dir": str(self.root), "db": str(self.root / "run.db"), "stage": dump,
+                "model": {"base": "builtin:tiny-qwen3", "backend": "auto", "trust_remote_code": False},
+                "attempt": attempt, "input_model": input_model, "output_dir": str(out),
+                "resume_from": resume_from, "train_overrides": overrides or {}}
+        path = out / f"spec-{attempt}.json"
+        path.write_text(json.dumps(spec))
+        return path
+
+    def run(self, kind: str, spec: Path, env: dict | None = None, nproc: int = 1, timeout: int = 300):
+        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
+            if nproc > 1 else [sys.executable]
+        return subprocess.run(head + ["-m", f"workers.{kind}", str(spec)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+    def store(self) -> RunStore:
+        return RunStore(self.root / "run.db")
+
+    def final(self, name: str) -> Path:
+        return self.root / "stages" / name / "final"
+
+
+@pytest.fixture
+def worker_run(tmp_path) -> WorkerRun:
+    return WorkerRun(tmp_path / "run")

@@ -1,0 +1,39 @@
+"""Reward functions: plain functions with TRL's signature."""
+import pytest
+
+from workers.common import SpecError
+from workers.rewards import exact_match, extract_answer, format, get_rewards
+
+
+def reward_short(prompts, completions, **_):
+    """A test reward with variance even for an untrained model (used by the GRPO worker test)."""
+    return [-len(c if isinstance(c, str) else c[0]["content"]) / 10 for c in completions]
+
+
+def chat(text):
+    return [{"role": "assistant", "content": text}]
+
+
+@pytest.mark.parametrize("text,expected", [("37+48=85", "85"), ("= 12", "12"), ("85", "85"), ("1=2=3", "3"),
+                                           ("no number", None), ("37+48", None)])
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_exact_match_text_and_chat_completions():
+    completions = ["37+48=85", chat("37+48=84"), chat("85"), "garbage"]
+    assert exact_match(None, completions, answer=["85", "85", "85", "85"]) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_format_wants_a_bare_equation():
+    completions = ["37+48=85", chat(" 1+2=3 "), "37+48=85 and more", "85", chat("")]
+    assert format(None, completions) == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_registry_names_and_user_functions():
+    assert get_rewards(["exact_match", "format"]) == [exact_match, format]
+    assert get_rewards(["tests.test_rewards:reward_short"])[0](None, ["ab"]) == [-0.2]
+    with pytest.raises(SpecError, match="unknown reward"):
+        get_rewards(["nope"])
+    with pytest.raises(SpecError, match="cannot import"):
+        get_rewards(["tests.test_rewards:missing"])

@@ -1,0 +1,252 @@
+"""Pilot tests: every screen and key of the cockpit against real run stores of recorded events."""
+import html
+import re
+import sys
+import types
+
+import pytest
+
+from core.store import RunStore
+from tui.app import CockpitApp
+from tui.recorded import T0, FakeClock, build_recorded_run, wait_until
+from tui.screens.dialogs import ConfirmScreen, HelpScreen
+from tui.screens.gate import GateScreen
+from tui.screens.run import RunScreen
+from tui.screens.runs import RunsScreen
+from tui.widgets.curriculum import CurriculumPanel
+from tui.widgets.logs import EventList, LogTail
+
+BIG, SMALL = (120, 40), (80, 24)
+
+
+@pytest.fixture
+def gate_run(tmp_path):
+    return build_recorded_run(tmp_path / "runs", "gate")
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    return build_recorded_run(tmp_path / "runs", "finished", run_id="20231114-000000-demo")
+
+
+def make_app(run, attach=True):
+    return CockpitApp(run.root.parent, run if attach else None, clock=FakeClock(T0 + 200), user="alice", blink=False)
+
+
+def run_screen(app) -> RunScreen:
+    return next(s for s in app.screen_stack if isinstance(s, RunScreen))
+
+
+async def attached(pilot):
+    await wait_until(pilot, lambda: any(isinstance(s, RunScreen) and s.applied_count for s in pilot.app.screen_stack))
+
+
+def screen_text(app) -> str:
+    """Everything visible, as plain text."""
+    svg = app.export_screenshot()
+    rows = re.findall(r"<text [^>]*>(.*?)</text>", svg)
+    return html.unescape(" ".join(rows)).replace("\xa0", " ")
+
+
+def events_text(app) -> str:
+    return "\n".join(line.text for line in run_screen(app).query_one(EventList).lines)
+
+
+async def test_manual_gate_prompt_and_approve_with_note(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        text = screen_text(app)
+        assert "eval/accuracy" in text and ">= 0.5" in text and "0.92" in text and "pass" in text
+        assert "pretrain" in text and "0.004" in text  # the metric at the earlier stage
+        await pilot.press("n", *"fine", "enter", "a")
+        await wait_until(pilot, lambda: RunStore(gate_run.db).decision("sft") is not None)
+        decision = RunStore(gate_run.db).decision("sft")
+        assert (decision["decision"], decision["by"], decision["note"]) == ("approve", "tui:alice", "fine")
+        await wait_until(pilot, lambda: "approve sent" in events_text(app))
+        await wait_until(pilot, lambda: "approve sent, waiting" in screen_text(app))
+        assert not isinstance(app.screen, GateScreen)
+
+
+async def test_gate_reject_and_supervisor_decision_shows_in_events(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        await pilot.press("r")
+        await wait_until(pilot, lambda: RunStore(gate_run.db).decision("sft") is not None)
+        assert RunStore(gate_run.db).decision("sft")["decision"] == "reject"
+        with RunStore(gate_run.db) as store:  # what the supervisor does next
+            store.append("gate_decided", stage="sft", now=True, decision="reject", by="tui:alice", note=None)
+            store.append("stage_finished", stage="sft", now=True, status="rejected", reason="rejected at the gate")
+            store.update_stage("sft", status="rejected", reason="rejected at the gate")
+        await wait_until(pilot, lambda: "gate reject by tui:alice" in events_text(app))
+        await wait_until(pilot, lambda: "rejected" in screen_text(app))
+
+
+async def test_escape_leaves_gate_pending_and_g_reopens_it(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+        assert "awaiting your approval" in screen_text(app)
+        await pilot.press("g")
+        assert isinstance(app.screen, GateScreen)
+        await pilot.press("escape")
+        await pilot.press("enter")  # Enter on the pending stage opens its gate too
+        assert isinstance(app.screen, GateScreen)
+        assert RunStore(gate_run.db).decision("sft") is None
+
+
+async def test_attach_to_finished_run_shows_the_whole_curriculum(finished_run):
+    app = make_app(finished_run)
+    async with app.run_test(size=BIG) as pilot:
+        await attached(pilot)
+        screen = run_screen(app)
+        assert isinstance(app.screen, RunScreen)  # no gate prompt on a finished run
+        text = screen_text(app)
+        for words in ("pretrain", "sft", "dpo", "grpo", "final", "completed", "no GPU", "run finished: completed"):
+            assert words in text, words
+        assert [s.status for s in screen.snapshot.stages] == ["passed"] * 4 + ["completed"]
+        await pilot.press("g")  # nothing pending: says so instead of opening anything
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_metric_keys_pick_and_cycle(finished_run):
+    app = make_app(finished_run)
+    async with app.run_test(size=BIG) as pilot:
+        await attached(pilot)
+        screen = run_screen(app)
+        assert screen.metric == "loss"
+        await pilot.press("4")
+        assert screen.metric == "reward"
+        await pilot.press("right_square_bracket")
+        assert screen.metric == "kl"
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert screen.metric == "grad_norm"
+        names = screen.metric_names()
+        await pilot.press(str(names.index("eval/accuracy") + 1))
+        assert screen.metric == "eval/accuracy"
+        assert "Metrics · eval/accuracy = 0.93" in screen_text(app)
+        chart = screen.query_one("#chart")
+        assert chart.data.thresholds and {t.stage for t in chart.data.thresholds} == {"sft", "dpo", "grpo"}
+
+
+async def test_stop_asks_first_then_writes_the_command(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        await pilot.press("escape", "s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert isinstance(app.screen, RunScreen)
+        await pilot.press("s", "y")
+        await wait_until(pilot, lambda: "stop requested" in events_text(app))
+        with RunStore(gate_run.db) as store:
+            assert store.take_commands() == ["stop"]
+
+
+async def test_q_detaches_without_asking_or_touching_the_run(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        await pilot.press("escape")
+        assert "Detach (run continues)" in screen_text(app)
+        await pilot.press("q")
+    assert app.return_value == "detached"
+    with RunStore(gate_run.db) as store:
+        assert store.take_commands() == [] and store.decision("sft") is None
+        assert store.get_meta("status") == "running"
+
+
+async def test_help_screen_opens_and_closes(finished_run):
+    app = make_app(finished_run)
+    async with app.run_test(size=BIG) as pilot:
+        await attached(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert "approve" in screen_text(app) and "filter the log" in screen_text(app)
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_log_filter_and_stage_choice(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        await pilot.press("escape")
+        log = run_screen(app).query_one(LogTail)
+        await wait_until(pilot, lambda: log.line_count > 5)
+        await pilot.press("slash", *"step': 590", "enter")
+        assert log.lines == ["{'loss': 0.4344, 'grad_norm': 0.530, 'step': 590}"]
+        await pilot.press("escape")
+        assert log.line_count > 5
+        run_screen(app).query_one(CurriculumPanel).focus()
+        await pilot.press("k")  # up to pretrain: its log is shown
+        await wait_until(pilot, lambda: log.stage == "pretrain" and log.line_count > 5)
+        assert "Log · pretrain" in screen_text(app)
+
+
+async def test_live_metrics_and_resume_reach_the_screen(gate_run):
+    with RunStore(gate_run.db) as store:
+        store.update_stage("sft", status="passed")
+        store.update_stage("dpo", status="running", attempt=1, started_at=T0 + 300)
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await attached(pilot)
+        screen = run_screen(app)
+        with RunStore(gate_run.db) as store:
+            store.append("stage_started", stage="dpo", now=True, attempt=1, total_steps=30)
+            for step in range(1, 21):
+                store.append_metrics("dpo", step, {"loss": 0.6, "rewards/margins": step / 10})
+            store.flush()
+        await wait_until(pilot, lambda: screen.snapshot.stage_named("dpo").step == 20)
+        assert screen.snapshot.series_named("rewards/margins").xs[-1] == 1400 + 20
+        with RunStore(gate_run.db) as store:
+            store.supersede_after("dpo", 10)
+            store.append("resumed", stage="dpo", step=10, now=True, from_checkpoint="checkpoint-10")
+        await wait_until(pilot, lambda: screen.snapshot.series_named("rewards/margins").xs[-1] == 1410)
+        assert "resumed from step 10" in events_text(app)
+
+
+async def test_runs_screen_lists_runs_and_attaches(gate_run, finished_run):
+    app = make_app(gate_run, attach=False)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.rows) == 2)
+        text = screen_text(app)
+        assert gate_run.id in text and finished_run.id in text and "sft (gate pending)" in text
+        await pilot.press("j", "enter")  # newest first: the second row is the finished run
+        await attached(pilot)
+        assert run_screen(app).paths == finished_run
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("k", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+
+
+async def test_n_starts_the_demo_and_attaches(gate_run, monkeypatch):
+    made = []
+
+    def new_run(config, runs_dir):
+        made.append(config)
+        return gate_run
+
+    monkeypatch.setitem(sys.modules, "core.launch", types.SimpleNamespace(new_run=new_run))
+    monkeypatch.setitem(sys.modules, "core.supervisor", types.SimpleNamespace(start_detached=lambda p: 4242))
+    app = make_app(gate_run, attach=False)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.rows)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        assert str(made[0]) == "configs/demo.yaml"
+
+
+async def test_small_terminal_still_shows_the_essentials(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        assert "Approve" in screen_text(app) and "Reject" in screen_text(app)
+        await pilot.press("escape")
+        text = screen_text(app)
+        for words in ("gate pending", "no GPU", "Metrics · loss", "Detach"):
+            assert words in text, words

@@ -1,0 +1,68 @@
+"""The cockpit app: a runs list, a run screen per attached run; quitting never touches training."""
+from __future__ import annotations
+
+import getpass
+import time
+from pathlib import Path
+from typing import Callable
+
+from textual.app import App
+from textual.binding import Binding
+
+from core.runs import RunPaths
+from tui.screens.dialogs import HelpScreen
+from tui.screens.run import RunScreen
+from tui.screens.runs import RunsScreen
+
+
+class CockpitApp(App[str]):
+    """Front-end over run stores: reads them in threads, writes only decisions and commands."""
+
+    CSS_PATH = "cockpit.tcss"
+    TITLE = "cockpit"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("q", "detach", "Quit (runs keep going)"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+c", "detach", show=False, priority=True),
+    ]
+
+    def __init__(self, runs_dir: Path, run: RunPaths | None = None, clock: Callable[[], float] = time.time,
+                 user: str | None = None, blink: bool = True):
+        super().__init__()
+        self.runs_dir, self.initial_run = Path(runs_dir), run
+        self.clock, self.blink = clock, blink
+        self.user_tag = f"tui:{user or _user()}"
+        self.attached: RunPaths | None = None
+
+    def on_mount(self) -> None:
+        self.push_screen(RunsScreen(self.runs_dir))
+        if self.initial_run is not None:
+            self.open_run(self.initial_run)
+
+    def open_run(self, paths: RunPaths) -> None:
+        self.attached = paths
+        self.push_screen(RunScreen(paths))
+
+    def action_detach(self) -> None:
+        self.exit("detached")
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return "operator"
+
+
+def run_app(runs_dir: Path, run: RunPaths | None) -> None:
+    """Open the cockpit (on `run` if given); on exit say that training goes on."""
+    app = CockpitApp(runs_dir, run)
+    app.run()
+    if app.attached is not None:
+        print(f"Detached from {app.attached.id}; training keeps running. "
+              f"Attach again: cockpit attach {app.attached.id}")

@@ -1,0 +1,71 @@
+"""Small text helpers shared by the screens: numbers, sizes, durations, stage states."""
+from __future__ import annotations
+
+STATUS_LOOK = {  # status -> (glyph, words, style)
+    "waiting": ("·", "waiting", "dim"),
+    "running": ("▶", "running", "bold $accent"),
+    "gate_pending": ("⏸", "gate pending", "bold $warning"),
+    "passed": ("✓", "passed", "$success"),
+    "completed": ("✓", "completed", "$success"),
+    "failed": ("✗", "failed", "bold $error"),
+    "gate_failed": ("✗", "gate failed", "bold $error"),
+    "rejected": ("⊘", "rejected", "bold $error"),
+    "stopped": ("■", "stopped", "$warning"),
+    "interrupted": ("!", "interrupted", "$warning"),
+    "created": ("·", "created", "dim"),
+}
+SEVERITY_STYLE = {"info": "", "good": "$success", "warn": "$warning", "error": "bold $error"}
+
+
+def status_look(status: str) -> tuple[str, str, str]:
+    return STATUS_LOOK.get(status, ("?", status, ""))
+
+
+def short_number(v: float | None) -> str:
+    """A number in at most 8 characters: 1.234, 0.0312, 12.3k, -3.0e-05."""
+    if v is None or v != v:
+        return "-"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1e5 or a < 1e-2:
+        return f"{v:.1e}"
+    if a >= 1000:
+        return f"{v / 1000:.1f}k"
+    return f"{v:.4g}"
+
+
+def duration(seconds: float | None) -> str:
+    """12s, 4m05s, 2h03m, 3d04h."""
+    if seconds is None:
+        return "-"
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def size(nbytes: float | None) -> str:
+    if nbytes is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return "-"
+
+
+def elapsed_stamp(ts: float, origin: float) -> str:
+    """Time since the run was created, as +h:mm:ss (the same wherever the screen is)."""
+    s = int(max(ts - origin, 0))
+    return f"+{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def bar(fraction: float, width: int) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    full = int(round(fraction * width))
+    return "━" * full + "╌" * (width - full)

@@ -1,0 +1,84 @@
+"""Small modal screens: a yes/no confirmation and the key help."""
+from __future__ import annotations
+
+from rich.markup import escape
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Asks one question; y confirms, n or Esc declines."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+        Binding("left,h", "app.focus_previous", show=False),
+        Binding("right,l", "app.focus_next", show=False),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes"):
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-dialog"):
+            yield Static(escape(self.question), id="confirm-question")
+            with Horizontal(id="confirm-buttons"):
+                yield Button(f"{self.yes}  y", id="yes", variant="error")
+                yield Button("Cancel  n", id="no")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+KEYS = [
+    ("Anywhere", [("q", "detach: leave the cockpit, training keeps running"), ("?", "this help"),
+                  ("Tab / Shift+Tab", "next / previous panel")]),
+    ("Runs", [("↑ ↓ / j k", "move"), ("Enter", "attach to the run"), ("n", "start a new demo run"),
+              ("r", "refresh now")]),
+    ("Run", [("↑ ↓ / j k", "pick a stage (its log is shown)"), ("Enter", "open the stage (its gate, if pending)"),
+             ("[ ]  1–9", "previous / next metric, or pick one"), ("g", "open the pending gate"),
+             ("s", "stop the run (asks first)"), ("/", "filter the log; Esc clears"),
+             ("Esc", "back to the runs list")]),
+    ("Gate", [("a", "approve"), ("r", "reject"), ("n", "type a note"), ("Esc", "decide later")]),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key of the cockpit, by screen."""
+
+    BINDINGS = [Binding("escape,question_mark", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-dialog"):
+            yield Static(help_text(), id="help-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#help-dialog").border_title = "Keys"
+        self.query_one("#help-dialog").border_subtitle = "Esc closes"
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def help_text() -> str:
+    lines = []
+    for section, keys in KEYS:
+        lines.append(f"[b $accent]{section}[/]")
+        lines += [f"  [b]{escape(k):<16}[/] {escape(what)}" for k, what in keys]
+        lines.append("")
+    lines.append("[dim]Closing or killing the cockpit never stops training; `cockpit attach RUN` brings it back.[/]")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""The gate prompt: each rule as measured, the metric across earlier stages, approve or reject."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.markup import escape
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Input, Static
+
+from tui.format import short_number
+from tui.state import GateView, RunSnapshot
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the operator decided at a gate, with an optional note."""
+
+    stage: str
+    decision: str  # "approve" or "reject"
+    note: str
+
+
+class GateScreen(ModalScreen[GateDecision | None]):
+    """Asks for a decision on one pending manual gate; Esc leaves it pending."""
+
+    BINDINGS = [
+        Binding("a", "decide('approve')", "Approve"),
+        Binding("r", "decide('reject')", "Reject"),
+        Binding("n", "note", "Note"),
+        Binding("escape", "later", "Later"),
+        Binding("left,h", "app.focus_previous", show=False),
+        Binding("right,l", "app.focus_next", show=False),
+    ]
+
+    def __init__(self, gate: GateView, snapshot: RunSnapshot):
+        super().__init__()
+        self.gate, self.snapshot = gate, snapshot
+
+    def compose(self) -> ComposeResult:
+        gate = self.gate
+        with Vertical(id="gate-dialog"):
+            verdict = "[b $success]all rules pass[/]" if gate.passed else "[b $error]some rules fail[/]"
+            yield Static(f"Stage [b]{escape(gate.stage)}[/] finished; its gate waits for you. Rules: {verdict}",
+                         id="gate-summary")
+            yield Static(rules_table(gate), id="gate-rules")
+            yield Static(history_table(gate, [s.name for s in self.snapshot.stages]), id="gate-history")
+            yield Input(placeholder="note (optional) — n to type, Enter when done", id="gate-note")
+            with Horizontal(id="gate-buttons"):
+                yield Button("Approve  a", id="approve", variant="success")
+                yield Button("Reject  r", id="reject", variant="error")
+                yield Button("Later  Esc", id="later")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#gate-dialog").border_title = f"Gate · {self.gate.stage}"
+        self.query_one("#gate-note", Input).cursor_blink = self.app.blink
+        self.query_one("#approve", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "later":
+            self.dismiss(None)
+        else:
+            self.action_decide(event.button.id or "")
+
+    @on(Input.Submitted, "#gate-note")
+    def _note_done(self) -> None:
+        self.query_one("#approve", Button).focus()
+
+    def action_note(self) -> None:
+        self.query_one("#gate-note", Input).focus()
+
+    def action_decide(self, decision: str) -> None:
+        note = self.query_one("#gate-note", Input).value.strip()
+        self.dismiss(GateDecision(self.gate.stage, decision, note))
+
+    def action_later(self) -> None:
+        self.dismiss(None)
+
+
+def rules_table(gate: GateView) -> str:
+    """One line per rule: metric, rule, measured value, threshold, pass/fail."""
+    head = f"[b]{'metric':<18} {'rule':<16} {'measured':>9} {'threshold':>9}  result[/]"
+    lines = [head]
+    for rule in gate.rules:
+        mark = "[b $success]✓ pass[/]" if rule.passed else "[b $error]✗ fail[/]"
+        lines.append(f"{escape(rule.metric[:18]):<18} {escape(rule.rule[:16]):<16} {short_number(rule.value):>9} "
+                     f"{short_number(rule.threshold):>9}  {mark}")
+    if not gate.rules:
+        lines.append("[dim]no rules: the decision is yours alone[/]")
+    return "\n".join(lines)
+
+
+def history_table(gate: GateView, order: list[str]) -> str:
+    """The gated metrics across the stages so far, in curriculum order."""
+    if not gate.history:
+        return "[dim]no earlier values[/]"
+    stages = [s for s in order if any(s == st for _, vals in gate.history for st, _ in vals)]
+    head = f"[b]{'metric':<18}" + "".join(f" {s[:9]:>9}" for s in stages) + "[/]"
+    lines = [head]
+    for metric, values in gate.history:
+        by_stage = dict(values)
+        cells = "".join(f" {short_number(by_stage.get(s)):>9}" if s != gate.stage
+                        else f" [b]{short_number(by_stage.get(s)):>9}[/]" for s in stages)
+        lines.append(f"{escape(metric[:18]):<18}{cells}")
+    return "\n".join(lines)

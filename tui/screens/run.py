@@ -1,0 +1,295 @@
+"""The run screen: curriculum, live charts, hardware, events and the worker log of one run."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from core.runs import RunPaths
+from core.store import RunStore
+from tui.format import short_number
+from tui.poller import RunPoller
+from tui.screens.dialogs import ConfirmScreen
+from tui.screens.gate import GateDecision, GateScreen
+from tui.state import CHART_METRICS, RunSnapshot
+from tui.widgets.chart import ChartData, MetricChart
+from tui.widgets.curriculum import CurriculumPanel
+from tui.widgets.logs import EventList, LogTail
+from tui.widgets.panels import HardwarePanel, MetricPicker, RunHeader
+
+LIVE_POLL_S = 0.1       # at most ~10 screen updates a second
+FINISHED_POLL_S = 1.0   # a finished run changes rarely; keep idle CPU near zero
+APPLY_WAIT_S = 1.0      # the poller waits this long for the screen to take the last snapshot
+
+
+@dataclass(frozen=True)
+class PollerControl:
+    """Signals between the screen and its poller thread: wake it now; the last snapshot was applied."""
+
+    wake: threading.Event
+    applied: threading.Event
+
+
+class RunScreen(Screen):
+    """Everything about one run, live; leaving it never touches the run."""
+
+    BINDINGS = [
+        Binding("q", "app.detach", "Detach (run continues)"),
+        Binding("s", "stop", "Stop run"),
+        Binding("g", "gate", "Gate"),
+        Binding("left_square_bracket", "cycle_metric(-1)", "Metric", key_display="["),
+        Binding("right_square_bracket", "cycle_metric(1)", "Metric", key_display="]", show=False),
+        Binding("slash", "filter_log", "Filter log", key_display="/"),
+        Binding("escape", "back", "Runs"),
+        *[Binding(str(n), f"pick_metric({n - 1})", show=False) for n in range(1, 10)],
+    ]
+
+    class SnapshotTaken(Message):
+        """The poller folded new rows; the screen applies this picture in one batch."""
+
+        def __init__(self, snapshot: RunSnapshot):
+            super().__init__()
+            self.snapshot = snapshot
+
+    class DecisionSent(Message):
+        """A gate decision reached the store."""
+
+        def __init__(self, decision: GateDecision):
+            super().__init__()
+            self.decision = decision
+
+    class StopSent(Message):
+        """The stop command reached the store."""
+
+    def __init__(self, paths: RunPaths, **kwargs):
+        super().__init__(**kwargs)
+        self.paths = paths
+        self.snapshot: RunSnapshot | None = None
+        self.metric = "loss"
+        self.follow: str | None = None
+        self.applied_count = 0
+        self.on_applied: Callable[[RunSnapshot], None] | None = None  # benchmarks hook here
+        self._control = PollerControl(threading.Event(), threading.Event())
+        self._prompted: set[int] = set()
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader("[b]" + self.paths.id + "[/]", id="run-header")
+        with Horizontal(id="top"):
+            yield CurriculumPanel(id="curriculum")
+            yield HardwarePanel("[dim]no hardware sample yet[/]", id="hardware")
+        with Vertical(id="chart-box"):
+            yield MetricPicker(id="metric-picker")
+            yield MetricChart(id="chart")
+        with Horizontal(id="bottom"):
+            yield EventList(id="events")
+            with Vertical(id="log-box"):
+                yield Input(placeholder="filter the log (Enter keeps it, Esc clears)", id="log-filter")
+                yield LogTail(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#curriculum").border_title = "Curriculum"
+        self.query_one("#hardware").border_title = "Hardware"
+        self.query_one("#chart-box").border_title = "Metrics"
+        self.query_one("#events").border_title = "Events"
+        self.query_one("#log-box").border_title = "Log"
+        self.query_one("#log-filter", Input).cursor_blink = self.app.blink
+        self.query_one(CurriculumPanel).focus()
+        self.set_interval(1.0, self._tick)
+        self._read_store()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < 100 or self.size.height < 30, "-compact")
+
+    def on_unmount(self) -> None:
+        self.workers.cancel_group(self, "poll")
+        self._control.wake.set()
+        self._control.applied.set()
+
+    # -- reading ------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="reading the run store")
+    def _read_store(self) -> None:
+        worker = get_current_worker()
+        poller = RunPoller(self.paths)
+        control = self._control
+        try:
+            while not worker.is_cancelled:
+                started = time.monotonic()
+                poller.follow = self.follow
+                snapshot = poller.poll()
+                if snapshot is not None:
+                    control.applied.clear()
+                    self.post_message(self.SnapshotTaken(snapshot))
+                    control.applied.wait(APPLY_WAIT_S)  # coalesce: never queue more than one picture
+                if poller.behind:
+                    continue
+                pause = FINISHED_POLL_S if poller.finished else LIVE_POLL_S
+                control.wake.wait(max(pause - (time.monotonic() - started), 0.0))
+                control.wake.clear()
+        finally:
+            poller.close()
+
+    @on(SnapshotTaken)
+    def _apply(self, message: SnapshotTaken) -> None:
+        snap = message.snapshot
+        with self.app.batch_update():
+            self.snapshot = snap
+            self._draw(snap)
+        self.applied_count += 1
+        self._control.applied.set()
+        if self.on_applied is not None:
+            self.call_after_refresh(self.on_applied, snap)
+        self._offer_gate(snap)
+
+    def _draw(self, snap: RunSnapshot) -> None:
+        live = snap.status in ("running", "created")
+        self.query_one(RunHeader).show(snap, self.app.clock())
+        self.query_one(CurriculumPanel).show(snap)
+        self.query_one(HardwarePanel).show(snap.hardware, live)
+        self._draw_chart()
+        self.query_one(EventList).show(snap)
+        self.query_one(LogTail).show(snap)
+        self.query_one("#log-box").border_title = f"Log · {snap.log_stage or '—'}"
+
+    def _draw_chart(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        names = self.metric_names()
+        series = snap.series_named(self.metric)
+        available = {s.name for s in snap.series if s.xs}
+        self.query_one(MetricPicker).show(names, self.metric, available)
+        last = f" = {short_number(series.last)}" if series and series.last is not None else ""
+        self.query_one("#chart-box").border_title = f"Metrics · {self.metric}{last}"
+        thresholds = tuple(t for t in snap.thresholds if t.metric == self.metric)
+        self.query_one(MetricChart).show(ChartData(self.metric, series, snap.stages, thresholds))
+
+    def metric_names(self) -> list[str]:
+        """The six training metrics, then every eval metric seen so far."""
+        seen = sorted(s.name for s in (self.snapshot.series if self.snapshot else ()) if s.name not in CHART_METRICS)
+        return list(CHART_METRICS) + seen
+
+    def _tick(self) -> None:
+        if self.snapshot is not None and self.snapshot.status in ("running", "created"):
+            self.query_one(RunHeader).show(self.snapshot, self.app.clock())
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{event.worker.description}: {event.worker.error}", title="Error", severity="error",
+                        timeout=10)
+
+    # -- gate ---------------------------------------------------------------------------------
+    def _offer_gate(self, snap: RunSnapshot) -> None:
+        """Open the gate prompt once per pending manual gate, when this screen is on top."""
+        gate = snap.gate
+        if gate is None or gate.approval != "manual" or gate.decision_sent or gate.event_id in self._prompted:
+            return
+        if self.app.screen is self:
+            self._prompted.add(gate.event_id)
+            self.action_gate()
+
+    def on_screen_resume(self) -> None:
+        if self.snapshot is not None:
+            self._offer_gate(self.snapshot)
+
+    def action_gate(self) -> None:
+        snap = self.snapshot
+        if snap is None or snap.gate is None:
+            self.notify("No gate is waiting for a decision.", timeout=3)
+            return
+        if snap.gate.approval != "manual":
+            self.notify(f"The {snap.gate.stage} gate decides by its rules (auto).", timeout=3)
+            return
+        self.app.push_screen(GateScreen(snap.gate, snap), self._gate_closed)
+
+    def _gate_closed(self, decision: GateDecision | None) -> None:
+        if decision is not None:
+            self._send_decision(decision)
+
+    @work(thread=True, group="write", exit_on_error=False, description="sending the gate decision")
+    def _send_decision(self, decision: GateDecision) -> None:
+        with RunStore(self.paths.db) as store:
+            store.decide(decision.stage, decision.decision, by=self.app.user_tag, note=decision.note or None)
+        self.post_message(self.DecisionSent(decision))
+        self._control.wake.set()
+
+    @on(DecisionSent)
+    def _decision_sent(self, message: DecisionSent) -> None:
+        d = message.decision
+        note = f" — {d.note}" if d.note else ""
+        self.query_one(EventList).note(f"{d.stage}: {d.decision} sent by {self.app.user_tag}{note}",
+                                       "good" if d.decision == "approve" else "warn")
+
+    # -- stop, metrics, filter, navigation ----------------------------------------------------
+    def action_stop(self) -> None:
+        question = f"Stop run {self.paths.id}?\nThe running stage is stopped and the run ends; checkpoints stay."
+        self.app.push_screen(ConfirmScreen(question, yes="Stop run"), self._stop_confirmed)
+
+    def _stop_confirmed(self, confirmed: bool | None) -> None:
+        if confirmed:
+            self._send_stop()
+
+    @work(thread=True, group="write", exit_on_error=False, description="sending stop")
+    def _send_stop(self) -> None:
+        with RunStore(self.paths.db) as store:
+            store.command("stop", by="tui")
+        self.post_message(self.StopSent())
+
+    @on(StopSent)
+    def _stop_sent(self) -> None:
+        self.query_one(EventList).note("stop requested; the supervisor stops the run", "warn")
+        self.notify("Stop requested.", timeout=3)
+
+    def action_cycle_metric(self, delta: int) -> None:
+        names = self.metric_names()
+        self.metric = names[(names.index(self.metric) + delta) % len(names)] if self.metric in names else names[0]
+        self._draw_chart()
+
+    def action_pick_metric(self, index: int) -> None:
+        names = self.metric_names()
+        if index < len(names):
+            self.metric = names[index]
+            self._draw_chart()
+
+    @on(CurriculumPanel.StageChosen)
+    def _stage_chosen(self, message: CurriculumPanel.StageChosen) -> None:
+        gate = self.snapshot.gate if self.snapshot else None
+        if message.pressed and gate is not None and gate.stage == message.stage:
+            self.action_gate()
+            return
+        self.follow = message.stage
+        self._control.wake.set()
+
+    def action_filter_log(self) -> None:
+        box = self.query_one("#log-filter", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Changed, "#log-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(LogTail).set_filter(event.value)
+
+    @on(Input.Submitted, "#log-filter")
+    def _filter_kept(self) -> None:
+        self.query_one(LogTail).focus()
+
+    def action_back(self) -> None:
+        box = self.query_one("#log-filter", Input)
+        if box.has_class("-shown"):
+            box.value = ""
+            box.remove_class("-shown")
+            self.query_one(LogTail).focus()
+            return
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()

@@ -1,0 +1,80 @@
+"""Small one-purpose panels of the run screen: the run header, hardware and the metric picker."""
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.widgets import Static
+
+from tui.format import duration, size, status_look
+from tui.state import HardwareView, RunSnapshot
+
+STALE_HEARTBEAT_S = 30.0
+
+
+class RunHeader(Static):
+    """Run id, status, active stage and whether the supervisor is alive."""
+
+    def show(self, snap: RunSnapshot, now: float) -> None:
+        glyph, words, style = status_look(snap.status)
+        parts = [f"[b]{escape(snap.run_id)}[/]", f"[{style}]{glyph} {words}[/]" if style else f"{glyph} {words}"]
+        stage = snap.running_stage
+        if stage is not None:
+            where = f"{stage.step or 0}/{stage.total_steps}" if stage.total_steps else ""
+            parts.append(f"stage [b]{escape(stage.name)}[/] {where}".rstrip())
+        parts.append(_supervisor_words(snap, now))
+        self.update("  ".join(parts))
+
+
+def _supervisor_words(snap: RunSnapshot, now: float) -> str:
+    if snap.status not in ("running", "created"):
+        return f"[dim]ran {duration((snap.newest_ts or snap.created_at) - snap.created_at)}[/]"
+    if snap.heartbeat is None:
+        return "[dim]supervisor starting…[/]"
+    age = now - float(snap.heartbeat)
+    if age > STALE_HEARTBEAT_S:
+        return f"[bold $error]supervisor silent for {duration(age)}[/]"
+    return f"[$success]supervisor ♥[/] [dim]{duration(age)} ago[/]"
+
+
+class HardwarePanel(Static):
+    """Per-GPU memory and utilisation, and the run's process tree; says plainly when there is no GPU."""
+
+    def show(self, hw: HardwareView | None, run_live: bool) -> None:
+        self.update(hardware_text(hw, run_live))
+
+
+def hardware_text(hw: HardwareView | None, run_live: bool) -> str:
+    if hw is None:
+        return "[dim]no hardware sample yet[/]"
+    lines = []
+    if not hw.gpus:
+        lines.append("[$warning]no GPU[/] — CPU only")
+    for gpu in hw.gpus:
+        frac = gpu.mem_used / gpu.mem_total if gpu.mem_total else 0.0
+        util = f"{gpu.util:.0f}%" if gpu.util is not None else "-"
+        lines.append(f"GPU{gpu.index} {size(gpu.mem_used)}/{size(gpu.mem_total)} "
+                     f"[{_load_style(frac)}]{frac:.0%}[/] util {util}")
+    cpu = f"{hw.cpu:.0f}%" if hw.cpu is not None else "-"
+    lines.append(f"CPU {cpu}  RSS {size(hw.rss)}")
+    when = "now" if run_live else "last seen"
+    lines.append(f"[dim]{hw.procs or 0} procs, {escape(hw.stage or '-')} ({when})[/]")
+    return "\n".join(lines)
+
+
+def _load_style(fraction: float) -> str:
+    return "$error" if fraction > 0.9 else "$warning" if fraction > 0.75 else "$success"
+
+
+class MetricPicker(Static):
+    """The metrics one can chart, numbered for the 1–9 keys; the chosen one highlighted."""
+
+    def show(self, names: list[str], chosen: str, available: set[str]) -> None:
+        parts = []
+        for i, name in enumerate(names[:9], start=1):
+            label = f"{i} {escape(name)}"
+            if name == chosen:
+                parts.append(f"[reverse b] {label} [/]")
+            elif name in available:
+                parts.append(f" {label} ")
+            else:
+                parts.append(f"[dim] {label} [/]")
+        self.update("".join(parts))

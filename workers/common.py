@@ -1,0 +1,190 @@
+"""The lifecycle every worker shares: read spec, open store, setup -> train -> save final -> eval -> cleanup.
+
+A worker module defines `main(spec) -> int` and ends with `sys.exit(entry(main))`. Only rank 0
+writes events and final outputs. Exit codes: 0 ok, 1 failure, 2 bad spec/data, 75 out of memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM = 0, 1, 2, 75
+QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+             "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+class SpecError(ValueError):
+    """A spec.json that cannot be run (exit code 2)."""
+
+
+class Stage:
+    """One worker's view of its stage: spec fields, paths, rank, and the event store (rank 0 only)."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.stage = spec["stage"]
+        self.name, self.kind = self.stage["name"], self.stage["kind"]
+        self.train = {**self.stage["train"], **(spec.get("train_overrides") or {})}
+        self.lora = self.stage.get("lora") or None
+        self.output_dir = Path(spec["output_dir"])
+        self.scratch = self.output_dir / ".scratch"
+        self.checkpoints = self.output_dir / "checkpoints"
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.store = None
+        self.trainer = None  # set once built, so failures can name the step
+
+    def open_store(self) -> None:
+        if self.rank == 0:
+            from core.store import RunStore
+
+            self.store = RunStore(self.spec["db"])
+            self.store.start_autoflush()
+
+    def log(self, message: str, level: str = "info") -> None:
+        print(f"[{level}] {message}", flush=True)
+        if self.store is not None:
+            self.store.append("log", stage=self.name, now=level == "error", level=level, message=message)
+
+    def emit(self, kind: str, **fields) -> None:
+        if self.store is not None:
+            self.store.append(kind, stage=self.name, now=True, **fields)
+
+    def current_step(self) -> int:
+        return self.trainer.state.global_step + 1 if self.trainer is not None else 0
+
+    def rows_needed(self) -> int:
+        """Rows the configured steps consume; data beyond that is not tokenized."""
+        t = self.train
+        return t["steps"] * t["batch_size"] * t["grad_accum"] * self.world_size
+
+    def eval_spec(self) -> dict | None:
+        """The stage's EvalSpec dump (eval: true means the defaults), or None."""
+        ev = self.stage.get("eval")
+        if ev is True or (ev is None and self.kind == "eval"):
+            from core.config import EvalSpec
+
+            return EvalSpec().model_dump(mode="json")
+        return ev or None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def read_spec(argv: list[str]) -> dict:
+    if len(argv) != 2:
+        raise SpecError("usage: python -m workers.<kind> <spec.json>")
+    try:
+        spec = json.loads(Path(argv[1]).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError(f"cannot read spec {argv[1]}: {exc}") from None
+    missing = [k for k in ("run_dir", "db", "stage", "model", "output_dir") if k not in spec]
+    if missing:
+        raise SpecError(f"spec {argv[1]} lacks {', '.join(missing)}")
+    return spec
+
+
+def entry(main) -> int:
+    """Run `main(stage)` for the spec named on the command line; map failures to exit codes."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        stage = Stage(read_spec(sys.argv))
+    except SpecError as exc:
+        print(f"[error] {exc}", file=sys.stderr)
+        return EXIT_BAD_SPEC
+    stage.open_store()
+    try:
+        main(stage)
+        return EXIT_OK
+    except BaseException as exc:  # noqa: BLE001  (every failure must reach the store)
+        return _failure(stage, exc)
+    finally:
+        stage.close()
+
+
+def _failure(stage: Stage, exc: BaseException) -> int:
+    from core.datafiles import DataError
+
+    from workers.modeling import ModelError
+
+    if _is_oom(exc):
+        stage.log(f"out of memory at step {stage.current_step()}: {exc}", "error")
+        return EXIT_OOM
+    tail = "".join(traceback.format_exception(exc)[-6:])
+    stage.log(f"{type(exc).__name__}: {exc}\n{tail}", "error")
+    if isinstance(exc, (SpecError, DataError, ModelError)):
+        return EXIT_BAD_SPEC
+    return EXIT_FAILED
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()[:200]
+
+
+def quiet_libraries() -> None:
+    """No progress bars in the worker log (transformers, datasets)."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+# -- outputs ------------------------------------------------------------------------------------
+def save_final(stage: Stage, model, tokenizer, step: int, base: str | None) -> Path:
+    """`<output_dir>/final/`: written to a temp sibling, renamed into place when complete."""
+    final = stage.output_dir / "final"
+    tmp = stage.output_dir / f".final.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    kind = "adapter" if (tmp / "adapter_config.json").is_file() else "full"
+    meta = {"type": kind, "base": base if kind == "adapter" else None, "stage": stage.name, "step": step}
+    (tmp / "cockpit.json").write_text(json.dumps(meta, indent=1))
+    _replace_dir(tmp, final)
+    return final
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old.{os.getpid()}")
+        os.rename(target, old)
+        os.rename(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(new, target)
+
+
+def record_eval(stage: Stage, model, tokenizer, step: int) -> dict:
+    """Evaluate the final model when the stage asks for it; one `eval_result` event per metric."""
+    spec = stage.eval_spec()
+    if not spec or stage.rank != 0:
+        return {}
+    from workers.evaluate import evaluate
+
+    results = evaluate(model, tokenizer, spec, stage.kind)
+    for name, (value, data) in results.items():
+        stage.emit("eval_result", step=step, name=name, value=value, **data)
+        stage.log(f"{name} = {value:.4f} on {data['samples']} samples ({data['format']} format)")
+    return results
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def started(stage: Stage, total_steps: int, backend: str, params: dict) -> None:
+    stage.emit("stage_started", attempt=stage.spec.get("attempt", 1), total_steps=total_steps, pid=os.getpid(),
+               world_size=stage.world_size, backend=backend, device=device_name(), params=params)

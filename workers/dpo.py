@@ -1,0 +1,33 @@
+"""Preference optimisation (DPOTrainer; loss_type from stage.loss, e.g. sigmoid or ipo).
+
+With a LoRA adapter the reference model is the adapter disabled: exactly the parent stage's policy.
+"""
+from __future__ import annotations
+
+import sys
+
+from workers.common import entry
+from workers.data import training_dataset
+from workers.training import peft_config, run_training, training_args
+
+DEFAULT_BETA = 0.1
+
+
+def build_trainer(stage, loaded):
+    from trl import DPOConfig, DPOTrainer
+
+    beta = stage.train.get("beta")
+    args = training_args(stage, DPOConfig, max_length=stage.train["max_length"],
+                         loss_type=[t.strip() for t in stage.stage["loss"].split(",")],
+                         beta=DEFAULT_BETA if beta is None else beta)
+    data = training_dataset(stage.stage["data"], "dpo", stage.rows_needed())
+    return DPOTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
+                      peft_config=peft_config(stage, loaded))
+
+
+def main(stage) -> None:
+    run_training(stage, build_trainer)
+
+
+if __name__ == "__main__":
+    sys.exit(entry(main))

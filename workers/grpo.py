@@ -1,0 +1,29 @@
+"""Reinforcement learning with verifiable rewards (GRPOTrainer; rewards by name from workers.rewards)."""
+from __future__ import annotations
+
+import sys
+
+from workers.common import entry
+from workers.data import training_dataset
+from workers.rewards import get_rewards
+from workers.training import peft_config, run_training, training_args
+
+
+def build_trainer(stage, loaded):
+    from trl import GRPOConfig, GRPOTrainer
+
+    t = stage.train
+    args = training_args(stage, GRPOConfig, beta=t.get("beta") or 0.0, num_generations=t["num_generations"],
+                         max_completion_length=t["max_completion_length"], temperature=t["temperature"],
+                         log_completions=False)
+    data = training_dataset(stage.stage["data"], "grpo", stage.rows_needed())
+    return GRPOTrainer(model=loaded.model, reward_funcs=get_rewards(stage.stage["rewards"]), args=args,
+                       train_dataset=data, processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded))
+
+
+def main(stage) -> None:
+    run_training(stage, build_trainer)
+
+
+if __name__ == "__main__":
+    sys.exit(entry(main))

@@ -1,0 +1,26 @@
+"""Supervised fine-tuning on chats (SFTTrainer, loss on assistant turns only)."""
+from __future__ import annotations
+
+import sys
+
+from workers.common import entry
+from workers.data import training_dataset
+from workers.training import peft_config, run_training, training_args
+
+
+def build_trainer(stage, loaded):
+    from trl import SFTConfig, SFTTrainer
+
+    data = training_dataset(stage.stage["data"], "sft", stage.rows_needed())
+    args = training_args(stage, SFTConfig, max_length=stage.train["max_length"],
+                         assistant_only_loss="messages" in data.column_names)
+    return SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
+                      peft_config=peft_config(stage, loaded))
+
+
+def main(stage) -> None:
+    run_training(stage, build_trainer)
+
+
+if __name__ == "__main__":
+    sys.exit(entry(main))
