@@ -12,6 +12,13 @@ from rich.text import Text
 from core.compare import CompareResult
 
 DIFF_STYLE = "bold black on yellow"
+NEWLINE = "↵"
+
+
+def printable(text: str) -> str:
+    """Model output fit for one table cell: newlines as ↵, other control characters escaped."""
+    return "".join(NEWLINE if c == "\n" else (c if c.isprintable() else c.encode("unicode_escape").decode())
+                   for c in text)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -45,7 +52,7 @@ def outputs_table(result: CompareResult, limit: int | None = None) -> Table:
     for target in result.targets:
         table.add_column(target.label, ratio=1)
     for i, row in enumerate(result.rows[:limit]):
-        outputs = [res["outputs"][i] for res in result.results]
+        outputs = [printable(res["outputs"][i]) for res in result.results]
         prompt = Text(str(row["prompt"]))
         if row.get("answer") not in (None, ""):
             prompt.append(f"\nanswer: {row['answer']}", style="dim")

@@ -211,7 +211,7 @@ def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
 
 
 def _check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> None:
-    errors: list[ConfigError] = []
+    errors: list[ConfigError] = _check_model(cur, located, base_dir)
     names: list[str] = []
     for i, stage in enumerate(cur.stages):
         here = ("stages", i)
@@ -223,6 +223,28 @@ def _check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> N
         names.append(stage.name)
     if errors:
         raise ConfigErrors(errors)
+
+
+def _check_model(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
+    """A local model folder must exist and hold safetensors weights (pickle weights can run code)."""
+    base = cur.model.base
+    if base.startswith("builtin:"):
+        if base != "builtin:tiny-qwen3":
+            return [_err(located, ("model", "base"), f"unknown builtin model {base!r}; known: builtin:tiny-qwen3")]
+        return []
+    folder = Path(base) if Path(base).is_absolute() else base_dir / base
+    looks_local = base.startswith((".", "/", "~")) or folder.exists()
+    if not looks_local:
+        return []  # a hub id: resolved by the worker (offline machines fail there with a clear message)
+    if not folder.is_dir():
+        return [_err(located, ("model", "base"), f"model folder {base!r} not found")]
+    if not list(folder.glob("*.safetensors")) and not (folder / "adapter_model.safetensors").exists():
+        pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+        return [_err(located, ("model", "base"), f"model folder {base!r} has {what}; "
+                     "convert it to safetensors (pickle files can execute code when loaded)")]
+    cur.model.base = str(folder.resolve())
+    return []
 
 
 def _check_from(stage: StageSpec, i: int, earlier: list[str], located: LocatedYaml) -> list[ConfigError]:

@@ -47,13 +47,18 @@ class Supervisor:
     def run(self) -> str:
         """Run every unfinished stage; returns the run's final status."""
         self._install_signal_handlers()
+        self._reap_orphaned_worker()
         self.store.set_meta(status="running", supervisor_pid=os.getpid(), heartbeat=time.time())
         status = "completed"
         try:
             for stage in self.cur.stages:
-                if self.store.stage(stage.name)["status"] in st.FINISHED_OK:
+                status_before = self.store.stage(stage.name)["status"]
+                if status_before in st.FINISHED_OK:
                     continue
-                outcome = self.run_stage(stage)
+                if status_before == st.GATE_PENDING and stage.gate and self.paths.stage_final(stage.name).exists():
+                    outcome = self._gate(stage)  # trained before the supervisor died; only the gate is left
+                else:
+                    outcome = self.run_stage(stage)
                 if outcome not in st.FINISHED_OK:
                     status = outcome if outcome in (st.GATE_FAILED, st.REJECTED, st.STOPPED) else "failed"
                     break
@@ -101,6 +106,7 @@ class Supervisor:
         self.store.update_stage(stage.name, status=st.RUNNING, attempt=attempt, started_at=time.time(),
                                 finished_at=None, reason=None)
         proc = WorkerProcess.start(stage.kind, spec_path, self.paths.stage_log(stage.name), stage.train.nproc)
+        self.store.set_meta(worker_pgid=proc.pid)
         self.store.append("log", stage=stage.name, now=True, level="info",
                           message=f"worker started (pid {proc.pid}, attempt {attempt})")
         code = self._watch(stage, proc)
@@ -140,6 +146,14 @@ class Supervisor:
         return path
 
     # -- resume and OOM -----------------------------------------------------------------------
+    def _reap_orphaned_worker(self) -> None:
+        """A worker left by a dead supervisor keeps training; stop it before resuming its stage."""
+        pgid = self.store.get_meta("worker_pgid")
+        if pgid and WorkerProcess.group_alive(pgid):
+            self.store.append("log", now=True, level="warning",
+                              message=f"stopping worker group {pgid} left by a dead supervisor")
+            WorkerProcess.terminate_group(pgid)
+
     def _resume_point(self, stage: StageSpec) -> Path | None:
         """The last complete checkpoint of a stage that ran before; its later metrics are superseded."""
         ckpt = last_complete_checkpoint(self.paths.stage_checkpoints(stage.name))

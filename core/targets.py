@@ -18,6 +18,7 @@ from core.store import RunStore
 BUILTIN_MODEL = "builtin:tiny-qwen3"
 BASE = "base"
 MAX_COMPARED = 6
+TRAINER_PICKLES = ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth")
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,19 @@ def folder_target(folder: Path) -> Target:
     """A plain local model or adapter folder (its cockpit.json, if any, names an adapter's base)."""
     if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
         raise UserError(f"{folder} is not a model folder (no config.json or adapter_config.json)")
+    refuse_pickle_only(folder)
     meta = _read_json(folder / "cockpit.json")
     return Target(label=folder.name, path=str(folder.resolve()), base=meta.get("base"), stage=meta.get("stage"),
                   step=meta.get("step"))
+
+
+def refuse_pickle_only(folder: Path) -> None:
+    """Fail before a worker is spawned when the weights are only pickles (the worker checks again on load)."""
+    weights = [p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth")
+               and p.name not in TRAINER_PICKLES]
+    if weights and not any(name.endswith(".safetensors") for name in weights):
+        raise UserError(f"{folder} holds only pickle weights ({', '.join(sorted(weights)[:3])}); "
+                        "convert them to safetensors first")
 
 
 def stage_target(paths: RunPaths, stage: str, step: int | None = None) -> Target:
@@ -78,6 +89,7 @@ def stage_target(paths: RunPaths, stage: str, step: int | None = None) -> Target
         raise UserError(f"run {paths.id} has no stage {stage!r} (targets: {names})")
     folder = _stage_folder(paths, stage, step)
     label = stage if step is None else f"{stage}@{step}"
+    refuse_pickle_only(folder)
     base = _stage_base(paths, stage, config) if (folder / "adapter_config.json").is_file() else None
     return Target(label, str(folder), base, str(paths.root), stage, step, kind, trust)
 

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,24 @@ class WorkerProcess:
             os.killpg(self.popen.pid, sig)
         except ProcessLookupError:
             pass
+
+    @staticmethod
+    def group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    @staticmethod
+    def terminate_group(pgid: int) -> None:
+        """SIGTERM a process group we did not start (no Popen), SIGKILL it after the grace period."""
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + TERM_GRACE_S
+        while WorkerProcess.group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if WorkerProcess.group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def worker_env() -> dict[str, str]:

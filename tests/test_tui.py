@@ -55,7 +55,7 @@ def events_text(app) -> str:
 async def test_manual_gate_prompt_and_approve_with_note(gate_run):
     app = make_app(gate_run)
     async with app.run_test(size=BIG) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen) and "Rules:" in screen_text(app))
         text = screen_text(app)
         assert "eval/accuracy" in text and ">= 0.5" in text and "0.92" in text and "pass" in text
         assert "pretrain" in text and "0.004" in text  # the metric at the earlier stage

@@ -87,3 +87,25 @@ def pickle_only_folder(root: Path) -> Path:
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
     (folder / "pytorch_model.bin").write_bytes(b"not really a pickle")
     return folder
+
+
+_BUILT: dict[str, object] = {}
+
+
+def shared_lineage(tmp_path_factory) -> Path:
+    """One lineage per test process, whichever module asks first."""
+    if "runs" not in _BUILT:
+        runs = tmp_path_factory.mktemp("chat") / "runs"
+        build_lineage(runs / "20250101-000000-tiny")
+        _BUILT["runs"] = runs
+    return _BUILT["runs"]
+
+
+def shared_worker(config):
+    """One chat worker per test process (starting one costs seconds of imports), closed at the end."""
+    from core.chat import ChatWorker
+
+    if "worker" not in _BUILT:
+        _BUILT["worker"] = ChatWorker().start()
+        config.add_cleanup(_BUILT["worker"].close)
+    return _BUILT["worker"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_CAP = 1024
+DEFAULT_CAP = 512
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ class RunState:
     meta: dict = field(default_factory=dict)
     last_event_id: int = 0
     newest_ts: float | None = None
-    series_cap: int = 1024
+    series_cap: int = 512
 
     # -- inputs -------------------------------------------------------------------------------
     def set_stages(self, rows: list[dict]) -> None:

@@ -56,13 +56,38 @@ def _barrier() -> None:
 
 
 def inject_faults(step: int, batch_size: int) -> None:
-    """Test-only faults from the environment: OOM for too-large batches, or a hang, at a step."""
+    """Test-only faults from the environment, each a real failure at a given step:
+    OOM for too-large batches, a hang, an output flood, a full disk (file-size limit) before a save."""
     oom_at = os.environ.get("COCKPIT_FAULT_OOM_AT_STEP")
     if oom_at and step == int(oom_at) and batch_size > int(os.environ.get("COCKPIT_FAULT_OOM_MAX_BATCH", "0")):
         import torch
 
         raise torch.OutOfMemoryError(f"injected: batch {batch_size} does not fit (COCKPIT_FAULT_OOM_AT_STEP)")
+    if os.environ.get("COCKPIT_FAULT_FLOOD"):
+        _flood(int(os.environ["COCKPIT_FAULT_FLOOD"]))
+    disk_full_at = os.environ.get("COCKPIT_FAULT_DISK_FULL_AT_STEP")
+    if disk_full_at and step == int(disk_full_at):
+        _fill_disk()
     sleep_at = os.environ.get("COCKPIT_FAULT_SLEEP_AT_STEP")
     if sleep_at and step == int(sleep_at):
         while True:
             time.sleep(3600)
+
+
+def _flood(megabytes: int) -> None:
+    """Write `megabytes` MB to stdout and to stderr."""
+    import sys
+
+    chunk = "x" * 1023 + "\n"
+    for stream in (sys.stdout, sys.stderr):
+        stream.write(chunk * (megabytes * 1024))
+        stream.flush()
+
+
+def _fill_disk() -> None:
+    """From now on no file of this process may grow past 64 KiB: writes fail with EFBIG, like a full disk."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))

@@ -141,6 +141,8 @@ def main() -> int:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     channel = Channel()
+    import peft  # noqa: F401  (imported before `ready`, so load times are model loads, not imports)
+
     server = ChatServer(channel)
     server.serve(sys.stdin)
     return 0

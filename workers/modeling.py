@@ -112,6 +112,7 @@ def load_for_training(spec: dict, lora: dict | None, max_length: int, scratch: P
     source = resolve_source(spec)
     trust = bool(spec["model"].get("trust_remote_code"))
     backend = pick_backend(spec["model"].get("backend", "auto"))
+    check_weights(source)
     tokenizer = load_tokenizer(source, trust)
     if backend == "unsloth":
         return _load_unsloth(source, lora, max_length, trust, scratch, tokenizer)

@@ -159,7 +159,7 @@ class RunScreen(Screen):
         self._draw_chart()
         self.query_one(EventList).show(snap)
         self.query_one(LogTail).show(snap)
-        self.query_one("#log-box").border_title = f"Log · {snap.log_stage or '—'}"
+        _retitle(self.query_one("#log-box"), f"Log · {snap.log_stage or '—'}")
 
     def _draw_chart(self) -> None:
         snap = self.snapshot
@@ -170,7 +170,7 @@ class RunScreen(Screen):
         available = {s.name for s in snap.series if s.xs}
         self.query_one(MetricPicker).show(names, self.metric, available)
         last = f" = {short_number(series.last)}" if series and series.last is not None else ""
-        self.query_one("#chart-box").border_title = f"Metrics · {self.metric}{last}"
+        _retitle(self.query_one("#chart-box"), f"Metrics · {self.metric}{last}")
         thresholds = tuple(t for t in snap.thresholds if t.metric == self.metric)
         self.query_one(MetricChart).show(ChartData(self.metric, series, snap.stages, thresholds))
 
@@ -293,3 +293,9 @@ class RunScreen(Screen):
             return
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+
+def _retitle(widget, title: str) -> None:
+    """Set a border title only when it changes (each change repaints the panel)."""
+    if widget.border_title != title:
+        widget.border_title = title

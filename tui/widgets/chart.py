@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 
 from rich.segment import Segment
 from textual.strip import Strip
@@ -189,23 +191,16 @@ class _Canvas:
         self.overlay[(row, min(col, self.cols - 1))] = ("●", "chart--marker")
 
     def segments(self, r: int, styles: dict) -> list[Segment]:
-        out: list[Segment] = []
-        run, run_style = [], None
-        for c in range(self.cols):
-            bits = self.bits[r][c]
-            over = self.overlay.get((r, c))
-            if over and (not bits or over[1] == "chart--marker"):
-                ch, style = over
-            else:
-                ch, style = (chr(BRAILLE + bits), "chart--line") if bits else (" ", "chart--line")
-            if style != run_style and run:
-                out.append(Segment("".join(run), styles[run_style]))
-                run = []
-            run.append(ch)
-            run_style = style
-        if run:
-            out.append(Segment("".join(run), styles[run_style]))
-        return out
+        cells = [self._cell(r, c) for c in range(self.cols)]
+        return [Segment("".join(ch for ch, _ in run), styles[style])
+                for style, run in groupby(cells, key=itemgetter(1))]
+
+    def _cell(self, r: int, c: int) -> tuple[str, str]:
+        bits = self.bits[r][c]
+        over = self.overlay.get((r, c)) if self.overlay else None
+        if over and (not bits or over[1] == "chart--marker"):
+            return over
+        return (chr(BRAILLE + bits), "chart--line") if bits else (" ", "chart--line")
 
 
 def _y_range(values, extra) -> tuple[float, float]:

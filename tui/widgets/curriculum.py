@@ -36,12 +36,13 @@ class CurriculumPanel(Widget, can_focus=True):
     def show(self, snapshot: RunSnapshot) -> None:
         if self.snapshot is not None and snapshot.stages == self.snapshot.stages and snapshot.gate == self.snapshot.gate:
             return
+        grew = self.snapshot is None or len(snapshot.stages) != len(self.snapshot.stages)
         self.snapshot = snapshot
         if not self._placed and snapshot.stages:
             active = snapshot.running_stage or snapshot.stages[-1]
             self.set_reactive(CurriculumPanel.cursor, active.idx if active else 0)
             self._placed = True
-        self.refresh(layout=True)
+        self.refresh(layout=grew)  # a relayout only when the number of rows changes
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return 1 + len(self.snapshot.stages) if self.snapshot else 1

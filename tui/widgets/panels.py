@@ -10,7 +10,18 @@ from tui.state import HardwareView, RunSnapshot
 STALE_HEARTBEAT_S = 30.0
 
 
-class RunHeader(Static):
+class ChangingText(Static):
+    """A Static that repaints only when its text really changed (updates come ~10 times a second)."""
+
+    _shown: str | None = None
+
+    def set_text(self, text: str) -> None:
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
+
+
+class RunHeader(ChangingText):
     """Run id, status, active stage and whether the supervisor is alive."""
 
     def show(self, snap: RunSnapshot, now: float) -> None:
@@ -21,7 +32,7 @@ class RunHeader(Static):
             where = f"{stage.step or 0}/{stage.total_steps}" if stage.total_steps else ""
             parts.append(f"stage [b]{escape(stage.name)}[/] {where}".rstrip())
         parts.append(_supervisor_words(snap, now))
-        self.update("  ".join(parts))
+        self.set_text("  ".join(parts))
 
 
 def _supervisor_words(snap: RunSnapshot, now: float) -> str:
@@ -35,11 +46,11 @@ def _supervisor_words(snap: RunSnapshot, now: float) -> str:
     return f"[$success]supervisor ♥[/] [dim]{duration(age)} ago[/]"
 
 
-class HardwarePanel(Static):
+class HardwarePanel(ChangingText):
     """Per-GPU memory and utilisation, and the run's process tree; says plainly when there is no GPU."""
 
     def show(self, hw: HardwareView | None, run_live: bool) -> None:
-        self.update(hardware_text(hw, run_live))
+        self.set_text(hardware_text(hw, run_live))
 
 
 def hardware_text(hw: HardwareView | None, run_live: bool) -> str:
@@ -64,7 +75,7 @@ def _load_style(fraction: float) -> str:
     return "$error" if fraction > 0.9 else "$warning" if fraction > 0.75 else "$success"
 
 
-class MetricPicker(Static):
+class MetricPicker(ChangingText):
     """The metrics one can chart, numbered for the 1–9 keys; the chosen one highlighted."""
 
     def show(self, names: list[str], chosen: str, available: set[str]) -> None:
@@ -77,4 +88,4 @@ class MetricPicker(Static):
                 parts.append(f" {label} ")
             else:
                 parts.append(f"[dim] {label} [/]")
-        self.update("".join(parts))
+        self.set_text("".join(parts))

@@ -1,0 +1,57 @@
+"""Snapshot tests of the cockpit's screens: frozen clock, fixed run ids and ages, no blinking cursor."""
+from pathlib import Path
+
+import pytest
+
+from tui.app import CockpitApp
+from tui.recorded import T0, FakeClock, build_recorded_run, wait_until
+from tui.screens.gate import GateScreen
+from tui.screens.run import RunScreen
+from tui.screens.runs import RunsScreen
+
+
+@pytest.fixture
+def runs(tmp_path):
+    d = tmp_path / "runs"
+    gate = build_recorded_run(d, "gate")
+    done = build_recorded_run(d, "finished", run_id="20231114-000000-demo")
+    return d, gate, done
+
+
+def app_for(runs_dir, run=None):
+    return CockpitApp(runs_dir, run, clock=FakeClock(T0 + 200), user="alice", blink=False)
+
+
+async def _run_screen_ready(pilot):
+    app = pilot.app
+    await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.applied_count > 0)
+    await wait_until(pilot, lambda: app.screen.query_one("#log").line_count > 0)
+
+
+async def _gate_ready(pilot):
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, GateScreen))
+
+
+async def _runs_ready(pilot):
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, RunsScreen) and len(pilot.app.screen.rows) == 2)
+
+
+def test_run_screen_finished(snap_compare, runs):
+    d, _, done = runs
+    assert snap_compare(app_for(d, done), terminal_size=(120, 40), run_before=_run_screen_ready)
+
+
+def test_run_screen_small_terminal(snap_compare, runs):
+    d, _, done = runs
+    assert snap_compare(app_for(d, done), terminal_size=(80, 24), run_before=_run_screen_ready)
+
+
+def test_gate_prompt(snap_compare, runs):
+    d, gate, _ = runs
+    assert snap_compare(app_for(d, gate), terminal_size=(120, 40), run_before=_gate_ready)
+
+
+def test_runs_screen(snap_compare, runs, monkeypatch):
+    d, _, _ = runs
+    monkeypatch.chdir(d.parent)  # the header shows the runs directory: keep it the same every time
+    assert snap_compare(app_for(Path("runs")), terminal_size=(120, 40), run_before=_runs_ready)
