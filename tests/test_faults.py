@@ -43,9 +43,10 @@ def cockpit(*args, runs: Path, env: dict | None = None, wait=True, **popen):
                           stdin=subprocess.DEVNULL)
 
 
-def the_run(runs: Path) -> Path:
-    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
-    return run
+def the_run(runs: Path) -> Path | None:
+    """The one run in `runs` once it is fully created, else None."""
+    found = [p for p in runs.iterdir() if (p / "run.db").exists() and not p.name.startswith(".")]
+    return found[0] if found else None
 
 
 def wait_for(predicate, timeout=120, what="condition"):
@@ -78,7 +79,7 @@ def assert_each_step_once(run: Path, steps: int):
 def test_killed_worker_fails_with_reason_then_resumes_from_last_complete_checkpoint(tmp_path):
     runs = tmp_path / "runs"
     proc = cockpit("run", str(config(tmp_path, steps=80)), "--batch", runs=runs, wait=False)
-    run = wait_for(lambda: runs.exists() and any(runs.iterdir()) and the_run(runs), what="run dir")
+    run = wait_for(lambda: runs.exists() and the_run(runs), what="run dir")
     wait_for(lambda: (run / "run.db").exists() and events(run, "checkpoint_saved"), what="a checkpoint")
     wait_for(lambda: max(loss_steps(run), default=0) > events(run, "checkpoint_saved")[-1].step, what="a step past it")
     os.kill(worker_pid(run), signal.SIGKILL)
@@ -124,7 +125,7 @@ def test_hangup_of_the_terminal_session_kills_neither_supervisor_nor_worker(tmp_
     runs = tmp_path / "runs"
     terminal = cockpit("run", str(config(tmp_path, steps=150, save=50)), "--batch", runs=runs, wait=False,
                        start_new_session=True)
-    run = wait_for(lambda: runs.exists() and any(runs.iterdir()) and the_run(runs), what="run dir")
+    run = wait_for(lambda: runs.exists() and the_run(runs), what="run dir")
     wait_for(lambda: (run / "run.db").exists() and loss_steps(run), what="training")
     os.killpg(terminal.pid, signal.SIGHUP)  # what closing the terminal does to its session
     out, _ = terminal.communicate(timeout=120)
@@ -158,7 +159,7 @@ def test_hung_worker_is_reported_stalled_and_can_be_stopped(tmp_path):
     runs = tmp_path / "runs"
     proc = cockpit("run", str(config(tmp_path, steps=50, save=0, stall=3)), "--batch", runs=runs, wait=False,
                    env={"COCKPIT_FAULT_SLEEP_AT_STEP": "2"})
-    run = wait_for(lambda: runs.exists() and any(runs.iterdir()) and the_run(runs), what="run dir")
+    run = wait_for(lambda: runs.exists() and the_run(runs), what="run dir")
     wait_for(lambda: (run / "run.db").exists() and events(run, "stalled"), timeout=90, what="stalled event")
     assert cockpit("stop", "latest", runs=runs).returncode == 0
     out, _ = proc.communicate(timeout=60)

@@ -25,29 +25,29 @@ from core.targets import Target, run_targets
 STREAM_FLUSH_S = 0.03  # coalesce streamed text into at most ~30 screen updates a second
 
 
-@dataclass(frozen=True)
+@dataclass
 class TargetsListed(Message):
     targets: list[Target]
 
 
-@dataclass(frozen=True)
+@dataclass
 class TargetLoaded(Message):
     target: Target
     load_s: float
     reused_base: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class TextArrived(Message):
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReplyFinished(Message):
     reply: Reply
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChatFailed(Message):
     error: str
 

@@ -25,25 +25,25 @@ from core.targets import MAX_COMPARED, Target, lineage_targets, run_targets
 SHOWN_PROMPTS = 20
 
 
-@dataclass(frozen=True)
+@dataclass
 class TargetsListed(Message):
     targets: list[Target]
     chosen: list[int]
 
 
-@dataclass(frozen=True)
+@dataclass
 class CompareProgressed(Message):
     label: str
     done: int
     total: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class CompareFinished(Message):
     result: CompareResult
 
 
-@dataclass(frozen=True)
+@dataclass
 class CompareFailed(Message):
     error: str
 

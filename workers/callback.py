@@ -25,8 +25,8 @@ class StoreCallback(TrainerCallback):
         if self.store is not None and state.is_world_process_zero and logs:
             self.store.append_metrics(self.stage, state.global_step, logs)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        inject_faults(state.global_step, args.per_device_train_batch_size)
+    def on_step_begin(self, args, state, control, **kwargs):
+        inject_faults(state.global_step + 1, args.per_device_train_batch_size)
 
     def on_save(self, args, state, control, **kwargs):
         _barrier()
