@@ -76,7 +76,8 @@ def _answer(session: ChatSession, text: str, settings: GenerationSettings) -> No
     mark = " [stopped]" if reply.stopped else ""
     speed = f", {reply.tokens_per_s:.0f} tok/s" if reply.tokens_per_s else ""
     ttft = f"first token {reply.ttft_ms:.0f} ms" if reply.ttft_ms is not None else "no tokens"
-    print(f"{mark}\n  ({ttft}{speed})", file=sys.stderr, flush=True)
+    print(mark, flush=True)
+    print(f"  ({ttft}{speed})", file=sys.stderr, flush=True)
 
 
 def cmd_compare(args) -> int:

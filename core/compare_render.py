@@ -26,9 +26,9 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def metrics_table(result: CompareResult) -> Table:
-    """One row per target: accuracy (and the stage's recorded one), perplexity, reward, output length."""
+    """One row per target: accuracy (and the one the stage's eval recorded), perplexity, reward, output length."""
     table = Table(title=f"metrics on {result.source}", title_justify="left", expand=False)
-    for name in ("target", "accuracy", "recorded", "perplexity", "reward", "mean length", "answered"):
+    for name in ("target", "accuracy", "eval recorded", "perplexity", "reward", "mean chars", "answered"):
         table.add_column(name, justify="left" if name == "target" else "right")
     best = _best_accuracy(result)
     for target, res, recorded in zip(result.targets, result.results, result.recorded):

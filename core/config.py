@@ -206,6 +206,8 @@ def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
             stage.lora = None
         if stage.eval is None:
             stage.eval = cur.defaults.eval
+        elif stage.eval is True:
+            stage.eval = cur.defaults.eval or EvalSpec()
         elif stage.eval is False:
             stage.eval = None
 

@@ -158,8 +158,12 @@ def lineage_targets(paths: RunPaths, limit: int = MAX_COMPARED) -> list[Target]:
 
 
 def _stage_kinds(paths: RunPaths) -> dict[str, str]:
+    """Stage name -> kind, in curriculum order: the store's rows, then stage folders it does not list."""
     with RunStore(paths.db) as store:
-        return {s["name"]: s["kind"] for s in store.stages()}
+        kinds = {s["name"]: s["kind"] for s in store.stages()}
+    for spec in sorted(paths.root.glob("stages/*/spec.json")):
+        kinds.setdefault(spec.parent.name, _read_json(spec).get("stage", {}).get("kind"))
+    return kinds
 
 
 def _run_config(paths: RunPaths) -> dict:

@@ -57,3 +57,19 @@ class WorkerRun:
 @pytest.fixture
 def worker_run(tmp_path) -> WorkerRun:
     return WorkerRun(tmp_path / "run")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes(tmp_path):
+    """Kill any process a test left behind that works under its tmp_path (a failed test must not
+    leave supervisors or trainers eating the CPU of the tests after it)."""
+    yield
+    import psutil
+
+    marker = str(tmp_path)
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                proc.kill()
+        except psutil.Error:
+            continue

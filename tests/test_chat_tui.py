@@ -88,3 +88,39 @@ async def test_compare_screen_defaults_to_the_lineage(runs, worker):
         await wait_for(pilot, lambda: not screen.running)
         assert [t.label for t in screen.result.targets] == ["sft@2", "sft@4"]
         assert screen.result.bases_loaded >= 1
+
+
+class Borrowed:
+    """The shared worker, handed to screens that would start (and close) their own."""
+
+    def __init__(self, worker):
+        self._worker = worker
+
+    def start(self):
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._worker, name)
+
+
+async def test_run_screen_opens_chat_and_compare(runs, worker, monkeypatch):
+    from tui import chat_screen, compare_screen
+    from tui.app import CockpitApp
+
+    monkeypatch.setattr(chat_screen, "ChatWorker", lambda: Borrowed(worker))
+    monkeypatch.setattr(compare_screen, "ChatWorker", lambda: Borrowed(worker))
+    app = CockpitApp(runs, find_run(runs, "latest"), blink=False)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_for(pilot, lambda: getattr(app.screen, "snapshot", None) is not None)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen) and app.screen.target is not None)
+        assert app.screen.target.run == str(find_run(runs, "latest").root)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ChatScreen))
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.running)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CompareScreen))

@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -28,6 +29,7 @@ STREAM_FLUSH_S = 0.03  # coalesce streamed text into at most ~30 screen updates 
 @dataclass
 class TargetsListed(Message):
     targets: list[Target]
+    current: Target
 
 
 @dataclass
@@ -67,9 +69,11 @@ class ChatScreen(Screen):
     """
     BINDINGS = [("escape", "stop_or_close", "stop / close"), ("ctrl+r", "new_conversation", "new conversation")]
 
-    def __init__(self, target: Target, worker: ChatWorker | None = None):
+    def __init__(self, target: Target | None = None, worker: ChatWorker | None = None, run: RunPaths | None = None,
+                 stage: str | None = None):
+        """Chat with `target`, or with a run's stage (its base while the stage has no output yet)."""
         super().__init__()
-        self.target = target
+        self.target, self.run, self.stage = target, run, stage
         self._worker, self._owns_worker = worker, worker is None
         self._session: ChatSession | None = None
         self._targets: list[Target] = []
@@ -84,7 +88,7 @@ class ChatScreen(Screen):
             yield OptionList(id="chat-targets")
             with Vertical():
                 yield VerticalScroll(id="chat-log")
-                yield Static(f"loading {self.target.label} ...", id="chat-status")
+                yield Static("loading ...", id="chat-status")
                 with Horizontal(id="chat-settings"):
                     yield Input(str(d.temperature), placeholder="temperature", id="temperature")
                     yield Input(str(d.top_p), placeholder="top-p", id="top_p")
@@ -94,21 +98,30 @@ class ChatScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._list_targets()
-        self._load(self.target)
+        self._open()
 
     def on_unmount(self) -> None:
         if self._owns_worker and self._worker is not None:
             threading.Thread(target=self._worker.close, name="chat-close", daemon=True).start()
 
     # -- thread workers: they only post messages ----------------------------------------------
-    @work(thread=True, group="chat-targets", exit_on_error=False)
-    def _list_targets(self) -> None:
-        paths = self.target.run_paths
-        self.post_message(TargetsListed(run_targets(paths) if paths else [self.target]))
+    @work(thread=True, exclusive=True, group="chat-load", exit_on_error=False)
+    def _open(self) -> None:
+        try:
+            target = self.target or target_for_stage(self.run, self.stage)
+        except Exception as exc:  # noqa: BLE001  (shown on screen)
+            self.post_message(ChatFailed(str(exc)))
+            return
+        paths = target.run_paths
+        self.post_message(TargetsListed(run_targets(paths) if paths else [target], target))
+        self._load_now(target)
 
     @work(thread=True, exclusive=True, group="chat-load", exit_on_error=False)
     def _load(self, target: Target) -> None:
+        self._load_now(target)
+
+    def _load_now(self, target: Target) -> None:
+        """Start the chat worker if needed and load `target` on it (runs in a thread worker)."""
         try:
             if self._worker is None:
                 self._worker = ChatWorker().start()
@@ -146,7 +159,8 @@ class ChatScreen(Screen):
         options = self.query_one("#chat-targets", OptionList)
         options.clear_options()
         options.add_options([Option(t.label, id=str(i)) for i, t in enumerate(message.targets)])
-        current = [i for i, t in enumerate(message.targets) if t.path == self.target.path]
+        self.target = self.target or message.current
+        current = [i for i, t in enumerate(message.targets) if t.path == message.current.path]
         if current:
             options.highlighted = current[0]
 
@@ -202,6 +216,11 @@ class ChatScreen(Screen):
         self._status(f"{self.target.label} · {ttft}{speed} · {reply.tokens} tokens"
                      + (" · stopped" if reply.stopped else ""))
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A thread worker that crashed outside its own error handling still shows up on screen."""
+        if event.state == WorkerState.ERROR:
+            self._status(f"[red]{type(event.worker.error).__name__}: {event.worker.error}[/]")
+
     # -- actions ------------------------------------------------------------------------------
     def action_stop_or_close(self) -> None:
         if self.generating and self._session is not None:
@@ -230,12 +249,12 @@ class ChatScreen(Screen):
         self.query_one("#chat-status", Static).update(text)
 
 
-def chat_screen_for(run: RunPaths, stage: str | None, step: int | None = None) -> ChatScreen:
-    """The chat pane on a run's stage (or checkpoint); the run's base when the stage has no output yet."""
+def target_for_stage(run: RunPaths, stage: str | None) -> Target:
+    """A run's stage output, or the run's base when no stage is chosen or it has no output yet."""
     from core.errors import UserError
     from core.targets import BASE, stage_target
 
     try:
-        return ChatScreen(stage_target(run, stage or BASE, step))
+        return stage_target(run, stage or BASE)
     except UserError:
-        return ChatScreen(stage_target(run, BASE))
+        return stage_target(run, BASE)

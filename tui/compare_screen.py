@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 from textual.widgets import Footer, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
@@ -132,6 +133,11 @@ class CompareScreen(Screen):
         if not self.running:
             count = len(self.query_one("#compare-targets", SelectionList).selected)
             self._status(f"{count} selected; select 2-{MAX_COMPARED}, `r` compares")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A thread worker that crashed outside its own error handling still shows up on screen."""
+        if event.state == WorkerState.ERROR:
+            self._status(f"[red]{type(event.worker.error).__name__}: {event.worker.error}[/]")
 
     # -- actions ------------------------------------------------------------------------------
     def action_compare(self) -> None:

@@ -53,12 +53,14 @@ class TokenStream:
         return self.tokenizer.decode(self.ids, skip_special_tokens=True)
 
     def _flush(self, final: bool) -> None:
+        """Hand on the new text; "" when a token adds none yet (so the first token is always announced)."""
         text = self.text
-        if text.endswith("\ufffd") and not final:  # a multi-byte character still incomplete
+        if (text.endswith("\ufffd") and not final) or len(text) <= len(self.sent):
+            if not final:
+                self.on_text("")
             return
-        if len(text) > len(self.sent):
-            piece, self.sent = text[len(self.sent):], text
-            self.on_text(piece)
+        piece, self.sent = text[len(self.sent):], text
+        self.on_text(piece)
 
 
 class StopFlag:

@@ -42,7 +42,7 @@ def compare(pool: ModelPool, request: dict, stop: threading.Event, progress: Cal
 
 
 def score(model, tokenizer, rows: list[dict], spec: dict, kind: str | None) -> dict:
-    """One target: outputs per row, accuracy / reward on answered rows, perplexity, mean output length."""
+    """One target: outputs per row, accuracy / reward on answered rows, perplexity, mean output length (chars)."""
     fmt = resolve_format(spec.get("format", "auto"), kind or "chat", tokenizer)
     items = make_items([{**r, "answer": r.get("answer", "")} for r in rows], fmt, tokenizer)
     was_training = model.training
@@ -56,7 +56,7 @@ def score(model, tokenizer, rows: list[dict], spec: dict, kind: str | None) -> d
     answered = [k for k, r in enumerate(rows) if str(r.get("answer", "")).strip()]
     return {"outputs": outputs, "format": fmt, "perplexity": ppl, "answered": len(answered),
             **answer_metrics([graded[k] for k in answered], [rows[k]["answer"] for k in answered]),
-            "mean_length": _mean([len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs])}
+            "mean_length": _mean([len(o) for o in outputs])}
 
 
 def batched_outputs(model, tokenizer, prompts: list[str], spec: dict) -> list[str]:

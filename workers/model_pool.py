@@ -62,7 +62,7 @@ class ModelPool:
 
     def _base(self, path: str, trust: bool) -> LoadedBase:
         if path not in self._bases:
-            model = load_full(path, trust)
+            model = load_full(path, trust).to(_device())
             model.eval()
             self._bases[path] = LoadedBase(model)
         return self._bases[path]
@@ -102,6 +102,13 @@ def using(active: Active):
         return
     with (model.disable_adapter() if active.base.adapters else nullcontext()):
         yield model
+
+
+def _device() -> str:
+    """The chat worker's own GPU when there is one (its memory stays apart from training's), else CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _folder(path: str) -> str:

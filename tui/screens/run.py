@@ -47,6 +47,8 @@ class RunScreen(Screen):
         Binding("q", "app.detach", "Detach (run continues)"),
         Binding("s", "stop", "Stop run"),
         Binding("g", "gate", "Gate"),
+        Binding("c", "chat", "Chat", show=False),
+        Binding("m", "compare", "Compare", show=False),
         Binding("left_square_bracket", "cycle_metric(-1)", "Metric", key_display="["),
         Binding("right_square_bracket", "cycle_metric(1)", "Metric", key_display="]", show=False),
         Binding("slash", "filter_log", "Filter log", key_display="/"),
@@ -270,6 +272,16 @@ class RunScreen(Screen):
             return
         self.follow = message.stage
         self._control.wake.set()
+
+    def action_chat(self) -> None:
+        from tui.chat_screen import ChatScreen
+        panel = self.query_one(CurriculumPanel)
+        stages = panel.snapshot.stages if panel.snapshot else []
+        self.app.push_screen(ChatScreen(run=self.paths, stage=stages[panel.cursor].name if stages else None))
+
+    def action_compare(self) -> None:
+        from tui.compare_screen import CompareScreen
+        self.app.push_screen(CompareScreen(self.paths))
 
     def action_filter_log(self) -> None:
         box = self.query_one("#log-filter", Input)
