@@ -125,9 +125,7 @@ def _drive(paths, args) -> int:
 
 def _open_tui(directory: Path, paths=None) -> int:
     from tui.app import run_app
-    run_app(directory, paths)
-    if paths is not None:
-        print(f"detached from {paths.id}; training continues. `cockpit attach {paths.id}` to come back.")
+    run_app(directory, paths)  # on quit it says how to attach again
     return 0
 
 

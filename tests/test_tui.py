@@ -6,9 +6,11 @@ import types
 
 import pytest
 
+from core.config import load_curriculum
+
 from core.store import RunStore
 from tui.app import CockpitApp
-from tui.recorded import T0, FakeClock, build_recorded_run, wait_until
+from tui.recorded import DEMO, T0, FakeClock, build_recorded_run, wait_until
 from tui.screens.dialogs import ConfirmScreen, HelpScreen
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
@@ -129,7 +131,8 @@ async def test_metric_keys_pick_and_cycle(finished_run):
         assert screen.metric == "eval/accuracy"
         assert "Metrics · eval/accuracy = 0.93" in screen_text(app)
         chart = screen.query_one("#chart")
-        assert chart.data.thresholds and {t.stage for t in chart.data.thresholds} == {"sft", "dpo", "grpo"}
+        gated = {s.name for s in load_curriculum(DEMO).stages if s.gate and "eval/accuracy" in s.gate.require}
+        assert chart.data.thresholds and {t.stage for t in chart.data.thresholds} == gated
 
 
 async def test_stop_asks_first_then_writes_the_command(gate_run):
