@@ -34,6 +34,8 @@ async def _gate_ready(pilot):
 
 async def _runs_ready(pilot):
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, RunsScreen) and len(pilot.app.screen.rows) == 2)
+    await pilot.pause()  # let the table lay its columns out for the rows just added
+    await pilot.pause()
 
 
 def test_run_screen_finished(snap_compare, runs):

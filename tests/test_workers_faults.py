@@ -8,6 +8,7 @@ import pytest
 
 PRETRAIN = dict(data="builtin:arithmetic-text", train={"save_steps": 2, "lr": 3e-3})
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "model.safetensors")
+pytestmark = pytest.mark.faults
 
 
 def losses(run, stage: str, after_id: int = 0) -> dict[int, float]:

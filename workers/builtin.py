@@ -121,8 +121,12 @@ def build_model(tokenizer):
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
+    cfg = dict(MODEL_CONFIG)
+    if os.environ.get("TUNE_HIDDEN"):
+        h = int(os.environ["TUNE_HIDDEN"])
+        cfg.update(hidden_size=h, intermediate_size=4 * h)
     config = Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **MODEL_CONFIG)
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **cfg)
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(config)
     ends = [tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)]
