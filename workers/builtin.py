@@ -29,7 +29,7 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
-MODEL_CONFIG = dict(hidden_size=128, num_hidden_layers=4, intermediate_size=512, num_attention_heads=4,
+MODEL_CONFIG = dict(hidden_size=96, num_hidden_layers=4, intermediate_size=384, num_attention_heads=4,
                     num_key_value_heads=2, head_dim=32, max_position_embeddings=256, tie_word_embeddings=True,
                     rope_theta=10000.0)
 
@@ -117,16 +117,12 @@ def build_tokenizer():
 
 
 def build_model(tokenizer):
-    """A freshly initialised ~1 M parameter Qwen3 (seeded)."""
+    """A freshly initialised ~0.6 M parameter Qwen3 (seeded): hidden 96 learns the chat format faster than 128."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    cfg = dict(MODEL_CONFIG)
-    if os.environ.get("TUNE_HIDDEN"):
-        h = int(os.environ["TUNE_HIDDEN"])
-        cfg.update(hidden_size=h, intermediate_size=4 * h)
     config = Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **cfg)
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **MODEL_CONFIG)
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(config)
     ends = [tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)]
