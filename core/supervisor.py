@@ -75,21 +75,23 @@ class Supervisor:
         return status
 
     def run_stage(self, stage: StageSpec) -> str:
-        """Train (with OOM retries), then evaluate the gate; returns the stage's final status."""
+        """Train (retrying an OOM with half the batch), then evaluate the gate; returns the final status."""
         overrides: dict = {}
+        retries = 0
         resume = self._resume_point(stage)
-        for retry in range(self.cur.max_oom_retries + 1):
+        while True:
             code, reason = self._run_worker(stage, overrides, resume)
             if code == 0:
                 return self._finish_trained_stage(stage)
             if self._stop:
                 return self._finish(stage, st.STOPPED, "stopped by operator", code)
-            if code == EXIT_OOM and retry < self.cur.max_oom_retries and self._can_halve(stage, overrides):
-                overrides = self._halved(stage, overrides)
-                resume = self._resume_point(stage)
-                continue
-            return self._finish(stage, st.FAILED, reason, code)
-        return self._finish(stage, st.FAILED, "out of memory after retries", EXIT_OOM)
+            if code != EXIT_OOM or retries >= self.cur.max_oom_retries or not self._can_halve(stage, overrides):
+                if code == EXIT_OOM:
+                    reason = f"out of memory after {retries} retries; {reason}"
+                return self._finish(stage, st.FAILED, reason, code)
+            retries += 1
+            overrides = self._halved(stage, overrides)
+            resume = self._resume_point(stage)
 
     def _finish_trained_stage(self, stage: StageSpec) -> str:
         final = self.paths.stage_final(stage.name)

@@ -30,7 +30,7 @@ def test_materialised_model_is_small_deterministic_and_reused(tmp_path):
     second = builtin.materialise(tmp_path / "b")
     wa, wb = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert 0.8e6 < sum(t.numel() for t in wa.values()) < 1.2e6
+    assert 0.5e6 < sum(t.numel() for t in wa.values()) < 0.8e6
     config = json.loads((first / "config.json").read_text())
     assert config["model_type"] == "qwen3" and config["tie_word_embeddings"]
     assert len(json.loads((first / "generation_config.json").read_text())["eos_token_id"]) == 2

@@ -79,7 +79,7 @@ def test_pretrain_trains_the_full_model(chain):
     with run.store() as store:
         started = store.events(kinds=["stage_started"], stage="pretrain")[0].data
         evals = {e.name: e for e in store.events(kinds=["eval_result"], stage="pretrain")}
-    assert started["total_steps"] == 4 and started["backend"] == "hf" and started["params"]["trainable"] > 8e5
+    assert started["total_steps"] == 4 and started["backend"] == "hf" and started["params"]["trainable"] > 5e5
     assert evals["eval/perplexity"].value > 1 and evals["eval/accuracy"].data["format"] == "text"
 
 

@@ -28,7 +28,7 @@ def short_number(v: float | None) -> str:
     a = abs(v)
     if a == 0:
         return "0"
-    if a >= 1e5 or a < 1e-2:
+    if a >= 1e5 or a < 1e-3:
         return f"{v:.1e}"
     if a >= 1000:
         return f"{v / 1000:.1f}k"
