@@ -71,8 +71,11 @@ def start_supervisor(paths: RunPaths) -> None:
 
 
 def kill_at_random_step(paths: RunPaths, rng: random.Random) -> bool:
-    """Wait for a training worker to pass a random step, SIGKILL its process group; False if the run ended."""
-    target = None
+    """SIGKILL the worker group once its stage passes a random step beyond where this attempt started.
+
+    Returns False if the run ended first.
+    """
+    target: tuple[str, int, int] | None = None  # (stage, attempt, step)
     while True:
         with RunStore(paths.db) as store:
             meta, stages = store.meta(), store.stages()
@@ -80,14 +83,14 @@ def kill_at_random_step(paths: RunPaths, rng: random.Random) -> bool:
             step = store.last_step(running["name"]) if running else None
         if meta.get("status") not in ("running", "created") and not supervisor_alive(meta):
             return False
-        if running and step is not None:
-            target = target or (running["name"], rng.randint(1, running["total_steps"] - 1))
-            if target[0] == running["name"] and step >= target[1] and meta.get("worker_pgid"):
-                os.killpg(meta["worker_pgid"], signal.SIGKILL)
-                print(f"  killed {running['name']} at step {step}", flush=True)
-                return True
-            if target[0] != running["name"]:
-                target = None
+        if running and (target is None or target[:2] != (running["name"], running["attempt"])):
+            start = step or 0
+            target = (running["name"], running["attempt"], rng.randint(start + 1, running["total_steps"] - 1)) \
+                if start + 1 < running["total_steps"] else None
+        if target and step is not None and step >= target[2] and meta.get("worker_pgid"):
+            os.killpg(meta["worker_pgid"], signal.SIGKILL)
+            print(f"  killed {target[0]} (attempt {target[1]}) at step {step}", flush=True)
+            return True
         time.sleep(0.05)
 
 
