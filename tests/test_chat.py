@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from core.chat import ChatSession, GenerationSettings, chat_history
-from core.cli import main
+from tui.cli import main
 from core.errors import UserError
 from core.runs import find_run
 from core.store import RunStore

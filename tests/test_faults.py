@@ -34,7 +34,7 @@ def config(tmp_path: Path, steps=60, save=10, stall=600, extra: str = "") -> Pat
 
 
 def cockpit(*args, runs: Path, env: dict | None = None, wait=True, **popen):
-    cmd = [sys.executable, "-m", "core.cli", *args, "--runs-dir", str(runs)]
+    cmd = [sys.executable, "-m", "tui.cli", *args, "--runs-dir", str(runs)]
     full_env = {**os.environ, **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
