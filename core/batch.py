@@ -32,7 +32,8 @@ class EventPrinter:
     def __init__(self, paths: RunPaths, out: TextIO, poll_s: float = 0.3):
         self.paths, self.out, self.poll_s = paths, out, poll_s
         self._t0 = time.time()
-        self._after = 0
+        self._store = RunStore(paths.db)
+        self._after = self._store.last_event_id()  # a resumed run does not replay its history
         self._next_print: dict[str, int] = {}
         self._totals: dict[str, int] = {}
         self._done = threading.Event()
@@ -45,14 +46,14 @@ class EventPrinter:
         self._done.set()
         self._thread.join(timeout=5)
         self._drain()
+        self._store.close()
 
     def _loop(self) -> None:
         while not self._done.wait(self.poll_s):
             self._drain()
 
     def _drain(self) -> None:
-        with RunStore(self.paths.db) as store:
-            events = store.events(after_id=self._after)
+        events = self._store.events(after_id=self._after)
         group: list[Event] = []
         for ev in events:
             self._after = ev.id
