@@ -67,7 +67,8 @@ class ChatScreen(Screen):
     ChatScreen #chat-settings Input { width: 1fr; }
     ChatScreen #system { width: 3fr; }
     """
-    BINDINGS = [("escape", "stop_or_close", "stop / close"), ("ctrl+r", "new_conversation", "new conversation")]
+    BINDINGS = [("escape", "stop_or_close", "stop / close"), ("ctrl+r", "new_conversation", "new conversation"),
+                ("ctrl+t", "pick_target", "pick checkpoint")]
 
     def __init__(self, target: Target | None = None, worker: ChatWorker | None = None, run: RunPaths | None = None,
                  stage: str | None = None):
@@ -98,7 +99,14 @@ class ChatScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        titles = {"#chat-targets": "checkpoints (Enter loads)", "#temperature": "temperature", "#top_p": "top-p",
+                  "#max_new_tokens": "max new tokens", "#system": "system prompt", "#chat-input": "message"}
+        for selector, title in titles.items():
+            self.query_one(selector).border_title = title
         self._open()
+
+    def action_pick_target(self) -> None:
+        self.query_one("#chat-targets", OptionList).focus()
 
     def on_unmount(self) -> None:
         if self._owns_worker and self._worker is not None:
