@@ -12,19 +12,9 @@ from core.errors import UserError
 from core.runs import find_run
 from core.store import RunStore
 from core.targets import Target, lineage_targets, resolve_target, resolve_targets, run_targets
-from tiny_lineage import pickle_only_folder, shared_lineage, shared_worker
+from tiny_lineage import chat_worker, lineage_runs, pickle_only_folder  # noqa: F401  (fixtures: worker, runs)
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=12)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return shared_lineage(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def worker(request):
-    return shared_worker(request.config)
 
 
 def test_every_target_form_resolves(runs):

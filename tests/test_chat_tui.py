@@ -8,19 +8,9 @@ from textual.widgets import Input, OptionList, SelectionList, Static
 from core.chat import chat_history
 from core.runs import find_run
 from core.targets import resolve_target
-from tiny_lineage import shared_lineage, shared_worker
+from tiny_lineage import chat_worker, lineage_runs  # noqa: F401  (fixtures: worker, runs)
 from tui.chat_screen import ChatScreen
 from tui.compare_screen import CompareScreen
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return shared_lineage(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def worker(request):
-    return shared_worker(request.config)
 
 
 class Host(App):

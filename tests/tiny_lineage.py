@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from core.store import RunStore
 
 EVAL = {"data": "builtin:arithmetic-eval", "metrics": ["accuracy", "perplexity"], "max_samples": 24,
@@ -109,3 +111,15 @@ def shared_worker(config):
         _BUILT["worker"] = ChatWorker().start()
         config.add_cleanup(_BUILT["worker"].close)
     return _BUILT["worker"]
+
+
+@pytest.fixture(scope="module", name="runs")
+def lineage_runs(tmp_path_factory):
+    """The shared tiny lineage's runs directory (built once per session)."""
+    return shared_lineage(tmp_path_factory)
+
+
+@pytest.fixture(scope="module", name="worker")
+def chat_worker(request):
+    """The shared, already warm chat worker."""
+    return shared_worker(request.config)
