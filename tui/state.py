@@ -124,6 +124,7 @@ class RunSnapshot:
     log_stage: str | None = None
     log_lines: tuple[str, ...] = ()
     log_total: int = 0
+    finished_at: float | None = None  # from the supervisor; later events (chat turns) do not extend a run
 
     def series_named(self, name: str) -> SeriesView | None:
         return next((s for s in self.series if s.name == name), None)
@@ -272,7 +273,7 @@ class RunState:
             series=tuple(s.view() for s in self.series.values()),
             thresholds=tuple(self._thresholds()), events=tuple(self.events), hardware=self.hardware,
             gate=self._pending_gate(decision_sent or {}), last_event_id=self.last_event_id,
-            newest_ts=self.newest_ts)
+            newest_ts=self.newest_ts, finished_at=meta.get("finished_at"))
 
     def _stage_views(self) -> list[StageView]:
         views = []

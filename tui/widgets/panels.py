@@ -37,7 +37,8 @@ class RunHeader(ChangingText):
 
 def _supervisor_words(snap: RunSnapshot, now: float) -> str:
     if snap.status not in ("running", "created"):
-        return f"[dim]ran {duration((snap.newest_ts or snap.created_at) - snap.created_at)}[/]"
+        end = snap.finished_at or snap.newest_ts or snap.created_at
+        return f"[dim]ran {duration(end - snap.created_at)}[/]"
     if snap.heartbeat is None:
         return "[dim]supervisor starting…[/]"
     age = now - float(snap.heartbeat)
