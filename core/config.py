@@ -1,14 +1,16 @@
 """Curriculum config: pydantic models, YAML loading with `extends:`, errors located by line."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
+from core.overrides import with_overrides
 from core.yaml_lines import LocatedYaml, load_located
 
 BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-preference", "arithmetic-prompts",
@@ -58,6 +60,8 @@ class TrainSpec(Strict):
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where supported")
     nproc: int = Field(1, gt=0, description="processes (torchrun) for this stage")
+    threads: Optional[int] = Field(None, gt=0, description="CPU threads per worker process (torch, OMP, MKL); "
+                                   "unset = $OMP_NUM_THREADS if set, else every core the worker may use")
     beta: Optional[float] = Field(None, ge=0.0, description="DPO/IPO temperature or GRPO KL weight")
     num_generations: int = Field(4, gt=1, description="GRPO samples per prompt")
     max_completion_length: int = Field(16, gt=0, description="GRPO tokens per sample")
@@ -84,19 +88,42 @@ class EvalSpec(Strict):
         "auto", description="prompt as a chat turn or as raw text; auto = text for pretrain, chat otherwise")
 
 
+class OnPolicySpec(Strict):
+    """Mine the starting policy's own samples before training (scored by the stage's `rewards`).
+
+    dpo: pairs of the policy's best and worst answer to the same prompt (its own likely mistakes);
+    grpo: only the prompts the policy sometimes solves (where group-relative advantages are non-zero).
+    """
+
+    prompts: int = Field(1024, gt=0, description="data rows to sample on")
+    samples: int = Field(8, gt=1, description="samples per prompt")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature")
+    max_new_tokens: int = Field(16, gt=0, description="tokens per sample")
+    batch_size: int = Field(256, gt=0, description="prompts per generate call")
+
+
 class Rule(Strict):
-    """One gate rule on a metric: absolute bounds or no-regression against an earlier stage."""
+    """One gate rule on a metric: absolute bounds, or no regression (or a rise) against an earlier stage."""
 
     min: Optional[float] = None
     max: Optional[float] = None
     min_of: Optional[str] = Field(None, description="at least the value the named stage reached")
     max_of: Optional[str] = Field(None, description="at most the value the named stage reached")
     tolerance: float = Field(0.0, ge=0.0, description="slack allowed on min_of / max_of")
+    gain: float = Field(0.0, ge=0.0, description="rise demanded on min_of (fall on max_of) against the named stage")
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> "Rule":
         if all(v is None for v in (self.min, self.max, self.min_of, self.max_of)):
             raise ValueError("a rule needs at least one of min, max, min_of, max_of")
+        return self
+
+    @model_validator(mode="after")
+    def _gain_is_relative(self) -> "Rule":
+        if self.gain and self.tolerance:
+            raise ValueError("gain and tolerance pull the same threshold opposite ways: set one of them")
+        if self.gain and self.min_of is None and self.max_of is None:
+            raise ValueError("gain is measured against a stage: it needs min_of or max_of")
         return self
 
 
@@ -126,7 +153,9 @@ class StageSpec(Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: Union[None, bool, EvalSpec] = None
     loss: str = Field("sigmoid", description="DPO loss_type: sigmoid, ipo, hinge, robust, ...")
-    rewards: list[str] = Field(default_factory=lambda: ["exact_match"], description="GRPO reward names")
+    rewards: list[str] = Field(default_factory=lambda: ["exact_match"],
+                               description="reward names (GRPO's rewards; what on_policy scores samples with)")
+    on_policy: Optional[OnPolicySpec] = Field(None, description="dpo/grpo: mine the starting policy's samples first")
     gate: Optional[GateSpec] = None
 
 
@@ -139,6 +168,7 @@ class Curriculum(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     stall_timeout_s: float = Field(600.0, gt=0, description="a stage with no new step for this long is stalled")
     max_oom_retries: int = Field(2, ge=0)
+    seed: Optional[int] = Field(None, description="train.seed of every stage whose train: and defaults.train: set none")
     stages: list[StageSpec] = Field(min_length=1)
 
     def stage(self, name: str) -> StageSpec:
@@ -148,10 +178,10 @@ class Curriculum(Strict):
         return [s.name for s in self.stages].index(name)
 
 
-def load_curriculum(path: str | Path) -> Curriculum:
-    """Read, merge (`extends:`), validate and resolve a curriculum file."""
+def load_curriculum(path: str | Path, overrides: Iterable[str] = ()) -> Curriculum:
+    """Read, merge (`extends:`), apply `--set KEY=VALUE` overrides, validate and resolve a curriculum file."""
     path = Path(path)
-    located = _load_with_parents(path, seen=())
+    located = with_overrides(_load_with_parents(path, seen=()), overrides)
     try:
         cur = Curriculum.model_validate(located.data)
     except ValidationError as exc:
@@ -181,18 +211,48 @@ def _locate(located: LocatedYaml, err: dict) -> ConfigError:
     field = ".".join(str(p) for p in loc) or "<top>"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _did_you_mean(loc)
     elif err["type"] == "literal_error":
         msg = f"{msg} (got {err.get('input')!r})"
     return ConfigError(msg, file, line, field)
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """' (did you mean 'x'?)' when an unknown key is close to a key allowed where it sits."""
+    types: list = [Curriculum]
+    for part in loc[:-1]:
+        types = [t for parent in types for child in _child_types(parent, part) for t in _union_members(child)]
+    names = [f.alias or n for t in types if _is_model(t) for n, f in t.model_fields.items()]
+    hit = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f" (did you mean {hit[0]!r}?)" if hit else ""
+
+
+def _child_types(parent, part) -> list:
+    if _is_model(parent):
+        return [f.annotation for n, f in parent.model_fields.items() if part in (n, f.alias)]
+    args = get_args(parent)
+    if get_origin(parent) is list and isinstance(part, int):
+        return [args[0]]
+    return [args[1]] if get_origin(parent) is dict else []
+
+
+def _union_members(annotation) -> list:
+    if get_origin(annotation) is Union:
+        return [m for arg in get_args(annotation) for m in _union_members(arg)]
+    return [annotation]
+
+
+def _is_model(annotation) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
-    """Fill each stage from `defaults` where the stage is silent."""
+    """Fill each stage from `defaults` (and the top-level `seed`) where the stage is silent."""
+    inherited = ({"seed": cur.seed} if cur.seed is not None else {}) | cur.defaults.train
     for i, stage in enumerate(cur.stages):
         raw = located.data["stages"][i]
-        if cur.defaults.train:
-            merged = {**cur.defaults.train, **(raw.get("train") or {})}
+        if inherited:
+            merged = {**inherited, **(raw.get("train") or {})}
             try:
                 stage.train = TrainSpec.model_validate(merged)
             except ValidationError as exc:
@@ -269,7 +329,9 @@ def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: P
     if stage.kind in TRAINING_KINDS and stage.data is None:
         return [_err(located, here + ("kind",), f"a {stage.kind} stage needs data:")]
     errors = []
-    uses = (("data", stage.data, stage.kind), ("eval", stage.eval.data if isinstance(stage.eval, EvalSpec) else None, "eval"))
+    if stage.on_policy and stage.kind not in ("dpo", "grpo"):
+        errors.append(_err(located, here + ("on_policy",), f"on_policy is for dpo and grpo stages, not {stage.kind}"))
+    uses = (("data", stage.data, data_use(stage)), ("eval", stage.eval.data if isinstance(stage.eval, EvalSpec) else None, "eval"))
     for key, spec, use in uses:
         source = spec.source if isinstance(spec, DataSpec) else spec
         if not isinstance(source, str):
@@ -290,6 +352,11 @@ def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: P
             exc.field = ".".join(str(p) for p in here + (key,))
             errors.append(exc)
     return errors
+
+
+def data_use(stage: StageSpec) -> str:
+    """The row shape a stage's data must have: on-policy stages read prompts (+ reward columns) only."""
+    return "grpo" if stage.on_policy else stage.kind
 
 
 def _check_gate(stage: StageSpec, here: tuple, earlier: list[str], located: LocatedYaml) -> list[ConfigError]:

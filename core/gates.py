@@ -1,4 +1,4 @@
-"""Promotion gates: rules on a stage's metrics, absolute or against earlier stages."""
+"""Promotion gates: rules on a stage's metrics, absolute or against earlier stages (no regression, or a rise)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -48,28 +48,41 @@ def evaluate_gate(gate: GateSpec, stage: str, metrics: dict[str, dict[str, float
     return GateReport(stage, gate.approval, checks, history)
 
 
-def _check_rule(metric: str, rule: Rule, value: float | None, metrics: dict) -> list[RuleCheck]:
-    bounds = [(">=", rule.min, None), ("<=", rule.max, None)]
-    for op, ref, sign in ((">=", rule.min_of, -1), ("<=", rule.max_of, +1)):
+@dataclass(frozen=True)
+class Bound:
+    """One bound a rule sets: `op` is '>=' or '<='; `threshold` is None while the reference is unmeasured."""
+
+    op: str
+    threshold: float | None
+    text: str
+    reference: str | None = None
+
+    def holds(self, value: float | None) -> bool:
+        """True when `value` was measured and lies on the right side of a known threshold."""
+        if value is None or self.threshold is None:
+            return False
+        return value >= self.threshold if self.op == ">=" else value <= self.threshold
+
+
+def rule_bounds(rule: Rule, metric: str, metrics: dict[str, dict[str, float]]) -> list[Bound]:
+    """Every bound `rule` sets on `metric`; relative ones read the reference stage's value from `metrics`."""
+    bounds = [Bound(op, float(v), f"{op} {v:g}") for op, v in ((">=", rule.min), ("<=", rule.max)) if v is not None]
+    for op, ref, sign in ((">=", rule.min_of, +1), ("<=", rule.max_of, -1)):
         if ref is not None:
-            ref_value = metrics.get(ref, {}).get(metric)
-            threshold = None if ref_value is None else ref_value + sign * rule.tolerance
-            bounds.append((op, threshold, (ref, sign)))
-    checks = []
-    for op, threshold, ref in bounds:
-        if threshold is None and ref is None:
-            continue
-        text = f"{op} {threshold:g}" if ref is None else _relative_text(op, ref, rule.tolerance)
-        passed = value is not None and threshold is not None and (
-            value >= threshold if op == ">=" else value <= threshold)
-        checks.append(RuleCheck(metric, text, value, threshold, passed, ref[0] if ref else None))
-    return checks
+            bounds.append(_relative(op, ref, sign * (rule.gain - rule.tolerance), metrics.get(ref, {}).get(metric)))
+    return bounds
 
 
-def _relative_text(op: str, ref: tuple, tolerance: float) -> str:
-    name, sign = ref
-    slack = f" {'+' if sign > 0 else '-'} {tolerance:g}" if tolerance else ""
-    return f"{op} {name}{slack}"
+def _relative(op: str, ref: str, offset: float, ref_value: float | None) -> Bound:
+    """A bound at the reference stage's value moved by `offset` (a demanded gain or an allowed slack)."""
+    shift = f" {'+' if offset > 0 else '-'} {abs(offset):g}" if offset else ""
+    return Bound(op, None if ref_value is None else ref_value + offset, f"{op} {ref}{shift}", ref)
+
+
+def _check_rule(metric: str, rule: Rule, value: float | None, metrics: dict) -> list[RuleCheck]:
+    """One check per bound of `rule`, against the measured `value`."""
+    return [RuleCheck(metric, b.text, value, b.threshold, b.holds(value), b.reference)
+            for b in rule_bounds(rule, metric, metrics)]
 
 
 def policy_decision(report: GateReport, policy: str) -> str:

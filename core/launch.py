@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from core.config import load_curriculum
 from core.runs import RunPaths, create_run
@@ -9,8 +10,8 @@ from core.runs import RunPaths, create_run
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
-def new_run(config: Path | None, runs_dir: Path) -> RunPaths:
-    """Validate `config` (default: the embedded demo) and create its run directory."""
+def new_run(config: Path | None, runs_dir: Path, overrides: Sequence[str] = ()) -> RunPaths:
+    """Validate `config` (default: the embedded demo) with its `--set` overrides and create its run directory."""
     config = Path(config) if config else DEFAULT_CONFIG
-    curriculum = load_curriculum(config)
-    return create_run(curriculum, config, runs_dir)
+    curriculum = load_curriculum(config, overrides)
+    return create_run(curriculum, config, runs_dir, overrides)

@@ -6,10 +6,13 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from core.status import verdict
+
 STATUS_STYLE = {"completed": "green", "passed": "green", "running": "cyan", "gate_pending": "yellow",
                 "failed": "red", "gate_failed": "red", "rejected": "red", "stopped": "magenta",
                 "interrupted": "magenta", "waiting": "dim"}
-SHOWN_METRICS = ("loss", "reward", "eval/accuracy", "eval/perplexity")
+SHOWN_METRICS = ("loss", "reward", "eval/accuracy", "Δ acc", "eval/perplexity")
+VERDICT_STYLE = {"better": "green", "worse": "red", "same": ""}
 
 
 def age(ts: float | None, now: float | None = None) -> str:
@@ -45,16 +48,36 @@ def run_report(summary: dict, console: Console | None = None) -> None:
     console.print(f"[bold]{summary['id']}[/]  {styled(summary['status'])}  {summary['dir']}")
     table = Table()
     for col in ("stage", "kind", "from", "status", "steps", *SHOWN_METRICS, "gate"):
-        table.add_column(col)
+        table.add_column(col, justify="right" if col == "Δ acc" else "left")
     for s in summary["stages"]:
-        metrics = s["metrics"]
         steps = f"{s['last_step'] or 0}/{s['total_steps']}" if s["total_steps"] else "-"
         table.add_row(s["name"], s["kind"], s["from"] or "-", styled(s["status"]), steps,
-                      *[_num(metrics.get(m)) for m in SHOWN_METRICS], _gate_text(s["gate"]))
+                      *[_metric_cell(s, m) for m in SHOWN_METRICS], _gate_text(s["gate"]))
     console.print(table)
     for s in summary["stages"]:
         if s["reason"]:
             console.print(f"[red]{s['name']}[/]: {s['reason']}")
+        if "eval/accuracy" in s["delta_skipped"]:
+            console.print(f"[dim]{s['name']} Δ acc n/c: {s['delta_skipped']['eval/accuracy']}[/]")
+
+
+def delta_text(metric: str, delta: float) -> str:
+    """A change against the parent stage: accuracies in percentage points (+1.2 pt), others as signed numbers."""
+    return f"{delta * 100:+.1f} pt" if "accuracy" in metric else f"{delta:+.3g}"
+
+
+def _metric_cell(stage: dict, column: str) -> str:
+    """A metric's final value, or for 'Δ acc' the accuracy's change against the parent stage."""
+    return _delta_cell(stage, "eval/accuracy") if column == "Δ acc" else _num(stage["metrics"].get(column))
+
+
+def _delta_cell(stage: dict, metric: str) -> str:
+    """The stage's change in `metric` against its parent, coloured; dim n/c when the two are not comparable."""
+    if metric in stage["delta"]:
+        delta = stage["delta"][metric]
+        style = VERDICT_STYLE[verdict(metric, delta)]
+        return f"[{style}]{delta_text(metric, delta)}[/]" if style else delta_text(metric, delta)
+    return "[dim]n/c[/]" if metric in stage["delta_skipped"] else "-"
 
 
 def _num(value) -> str:

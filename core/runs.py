@@ -6,6 +6,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from core.config import Curriculum, dump_resolved
 from core.errors import UserError
@@ -64,8 +65,9 @@ class RunPaths:
         return self.stage_dir(stage) / "spec.json"
 
 
-def create_run(cur: Curriculum, source_file: Path, directory: Path) -> RunPaths:
-    """Make `<runs-dir>/<id>/` with run.db and the resolved config; nothing is left on failure."""
+def create_run(cur: Curriculum, source_file: Path, directory: Path, overrides: Sequence[str] = ()) -> RunPaths:
+    """Make `<runs-dir>/<id>/` with run.db (meta keeps the `--set` overrides) and the resolved config;
+    nothing is left on failure."""
     _check_writable(directory)
     paths = _fresh_run_dir(directory, cur.name)
     tmp = paths.root.with_name(f".{paths.id}.creating")
@@ -76,7 +78,7 @@ def create_run(cur: Curriculum, source_file: Path, directory: Path) -> RunPaths:
                    "total_steps": s.train.steps if s.kind in ("pretrain", "sft", "dpo", "grpo") else None}
                   for s in cur.stages]
         meta = {"id": paths.id, "name": cur.name, "source": str(source_file.resolve()),
-                "created_at": time.time(), "status": "created",
+                "created_at": time.time(), "status": "created", "overrides": list(overrides),
                 "config": cur.model_dump(mode="json", by_alias=True)}
         RunStore.create(tmp / DB_NAME, meta, stages).close()
         tmp.rename(paths.root)

@@ -50,11 +50,15 @@ def summarize(paths: RunPaths) -> dict:
     with RunStore(paths.db) as store:
         meta = store.meta()
         gates = _gates(store)
+        values, formats = eval_results(store)
         stages = [_stage_summary(store, row, gates.get(row["name"])) for row in store.stages()]
+    for stage in stages:
+        stage["delta"], stage["delta_skipped"] = parent_deltas(values, formats, stage["name"], stage["from"])
     final = next((s for s in reversed(stages) if "eval/accuracy" in s["metrics"]), None)
     return {
         "id": paths.id, "name": meta.get("name"), "status": effective_status(meta), "dir": str(paths.root),
         "created_at": meta.get("created_at"), "finished_at": meta.get("finished_at"),
+        "overrides": meta.get("overrides") or [],
         "final_accuracy": final["metrics"]["eval/accuracy"] if final else None,
         "stages": stages,
     }
@@ -68,6 +72,40 @@ def _stage_summary(store: RunStore, row: dict, gate: dict | None) -> dict:
         "last_step": store.last_step(row["name"]), "total_steps": row["total_steps"],
         "metrics": store.final_metrics(row["name"]), "gate": gate,
     }
+
+
+def eval_results(store: RunStore) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str | None]]]:
+    """Per stage: each eval metric's last value, and the prompt format it was measured in (None if unrecorded)."""
+    values: dict[str, dict[str, float]] = {}
+    formats: dict[str, dict[str, str | None]] = {}
+    for ev in store.events(kinds=["eval_result"]):
+        if ev.stage and ev.name and ev.value is not None:
+            values.setdefault(ev.stage, {})[ev.name] = ev.value
+            formats.setdefault(ev.stage, {})[ev.name] = ev.data.get("format")
+    return values, formats
+
+
+def parent_deltas(values: dict[str, dict[str, float]], formats: dict[str, dict[str, str | None]], stage: str,
+                  parent: str | None) -> tuple[dict[str, float], dict[str, str]]:
+    """Each eval metric's change from `parent` to `stage`; for pairs measured in different formats, why none."""
+    delta: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    mine, theirs = values.get(stage, {}), values.get(parent or "", {})
+    for metric in mine.keys() & theirs.keys():
+        fmt, parent_fmt = formats.get(stage, {}).get(metric), formats.get(parent or "", {}).get(metric)
+        if fmt and parent_fmt and fmt != parent_fmt:
+            skipped[metric] = f"{parent} measured it as {parent_fmt}, {stage} as {fmt}"
+        else:
+            delta[metric] = mine[metric] - theirs[metric]
+    return dict(sorted(delta.items())), dict(sorted(skipped.items()))
+
+
+def verdict(metric: str, delta: float) -> str:
+    """'better', 'worse' or 'same' for a change of `delta` in `metric` (loss and perplexity are better lower)."""
+    if delta == 0:
+        return "same"
+    lower_is_better = any(word in metric for word in ("loss", "perplexity"))
+    return "better" if (delta < 0) == lower_is_better else "worse"
 
 
 def _gates(store: RunStore) -> dict[str, dict]:

@@ -3,6 +3,9 @@
 It is the only writer of stage state. Started detached (own session, output to a file) by
 `start_detached`, or in the foreground by `cockpit run --batch`. Run it by hand as
 `python -m core.supervisor RUN_DIR [--gate-policy rules|approve|reject]`.
+
+While a stage's worker runs, the next stage's interpreter is prestarted (`WarmWorker`, see
+core/worker_proc.py) and handed its spec when that stage starts; `COCKPIT_PRESTART=0` turns it off.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from core.config import Curriculum, StageSpec
 from core.gates import evaluate_gate, policy_decision
 from core.hardware import HardwareSampler
 from core.runs import RunPaths
-from core.worker_proc import WorkerProcess, exit_reason, worker_env
+from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
 
 EXIT_OOM = 75
 HEARTBEAT_S = 2.0
@@ -42,6 +45,7 @@ class Supervisor:
         self.hardware = HardwareSampler()
         self._last_heartbeat = 0.0
         self._stop = False
+        self._warm: WarmWorker | None = None
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> str:
@@ -69,6 +73,7 @@ class Supervisor:
             self.store.append("log", now=True, level="error", message=f"supervisor error: {exc!r}")
             raise
         finally:
+            self._drop_warm()
             self.store.append("run_finished", status=status, now=True)
             self.store.set_meta(status=status, finished_at=time.time())
             self.store.close()
@@ -107,12 +112,48 @@ class Supervisor:
         spec_path = self._write_spec(stage, attempt, overrides, resume)
         self.store.update_stage(stage.name, status=st.RUNNING, attempt=attempt, started_at=time.time(),
                                 finished_at=None, reason=None)
-        proc = WorkerProcess.start(stage.kind, spec_path, self.paths.stage_log(stage.name), stage.train.nproc)
+        log = self.paths.stage_log(stage.name)
+        proc = self._take_warm(stage, spec_path, log)
+        how = "warm" if proc else "cold"
+        proc = proc or WorkerProcess.start(stage.kind, spec_path, log, stage.train.nproc,
+                                           pinned_threads(stage.train.threads, stage.train.nproc))
         self.store.set_meta(worker_pgid=proc.pid)
         self.store.append("log", stage=stage.name, now=True, level="info",
-                          message=f"worker started (pid {proc.pid}, attempt {attempt})")
+                          message=f"worker started (pid {proc.pid}, attempt {attempt}, {how} start)")
+        self._prestart_next(stage, cold=how == "cold")
         code = self._watch(stage, proc)
-        return code, exit_reason(code, self.paths.stage_log(stage.name))
+        return code, exit_reason(code, log)
+
+    # -- prestarted interpreters ----------------------------------------------------------------
+    def _take_warm(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | None:
+        """The interpreter prestarted for this stage, handed its spec; None means start cold."""
+        # Only a first attempt finds one (it was prestarted during the previous stage): OOM retries,
+        # the first stage and the first stage of a resume start cold.
+        if self._warm is None or self._warm.stage != stage.name:
+            return None
+        warm, self._warm = self._warm, None
+        return warm.handoff(spec, log)
+
+    def _prestart_next(self, stage: StageSpec, cold: bool) -> None:
+        """Prestart the next stage's interpreter where its imports take only CPU this worker leaves idle."""
+        # Idle CPU: this worker is importing too (`cold`), trains on a GPU, or leaves cores free. A
+        # warm-started worker training on every CPU core lost about as much time to the imports, even
+        # under SCHED_IDLE, as the next stage gained; the next stage then starts cold and prestarts the
+        # one after it. torchrun stages (nproc > 1) always start cold.
+        upto = self.cur.index(stage.name)
+        nxt = self.cur.stages[upto + 1] if upto + 1 < len(self.cur.stages) else None
+        if self._warm is not None and (nxt is None or self._warm.stage != nxt.name):
+            self._drop_warm()
+        threads = pinned_threads(stage.train.threads, stage.train.nproc) * stage.train.nproc
+        idle_cpu = cold or self.hardware.has_gpu or threads < len(os.sched_getaffinity(0))
+        if self._warm is None and nxt is not None and nxt.train.nproc == 1 and idle_cpu and prestart_enabled():
+            self._warm = WarmWorker.start(nxt.name, nxt.kind, self.paths.stage_dir(nxt.name) / "prestart.log")
+
+    def _drop_warm(self) -> None:
+        """Terminate a waiting prestarted interpreter (the run stops, fails or ends)."""
+        if self._warm is not None:
+            self._warm.terminate()
+            self._warm = None
 
     def _watch(self, stage: StageSpec, proc: WorkerProcess) -> int:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""

@@ -1,6 +1,14 @@
-"""A stage worker as a subprocess: its own process group, output to a log file, never a pipe."""
+"""A stage worker as a subprocess: its own process group, output to a log file, never a pipe.
+
+A worker starts cold (`python -m workers.<kind> spec.json`) or warm: `WarmWorker` prestarts
+`python -m workers.warm <kind>` while the previous stage trains; it does the heavy imports on idle CPU
+only (SCHED_IDLE as root, else nice +10), then blocks on its stdin (the handoff channel) until
+`handoff` sends the spec and it becomes the stage's worker. `COCKPIT_PRESTART=0` turns prestarting
+off (every worker starts cold).
+"""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,12 +31,13 @@ class WorkerProcess:
         return self.popen.pid
 
     @classmethod
-    def start(cls, kind: str, spec: Path, log: Path, nproc: int = 1) -> "WorkerProcess":
+    def start(cls, kind: str, spec: Path, log: Path, nproc: int = 1, threads: int | None = None) -> "WorkerProcess":
+        """A cold start; `threads` goes to OMP_NUM_THREADS/MKL_NUM_THREADS of every process it runs."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             popen = subprocess.Popen(worker_command(kind, spec, nproc), stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                                     env=worker_env())
+                                     env=worker_env(threads))
         return cls(popen)
 
     def wait(self, timeout: float) -> int | None:
@@ -70,12 +79,89 @@ class WorkerProcess:
             os.killpg(pgid, signal.SIGKILL)
 
 
-def worker_env() -> dict[str, str]:
-    """The environment of supervisors and workers: offline hub, unbuffered output, repo importable."""
+@dataclass
+class WarmWorker:
+    """An interpreter prestarted for `stage`: imports done (or under way), waiting for its spec on stdin."""
+
+    stage: str
+    popen: subprocess.Popen
+
+    @classmethod
+    def start(cls, stage: str, kind: str, log: Path) -> "WarmWorker":
+        """Start `python -m workers.warm <kind>`, in its own session, output to `log` until the handoff."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            popen = subprocess.Popen([sys.executable, "-m", "workers.warm", kind], stdin=subprocess.PIPE, bufsize=0,
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                     env=worker_env())
+        return cls(stage, popen)
+
+    def handoff(self, spec: Path, log: Path) -> WorkerProcess | None:
+        """Send the spec and the stage log; the process becomes the stage's worker at this process's
+        priority. None if it is gone (the caller starts the worker cold)."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if self.popen.poll() is None and self._send({"spec": str(spec), "log": str(log)}):
+            self.popen.stdin.close()
+            share_priority(self.popen.pid)
+            return WorkerProcess(self.popen)
+        self.terminate()
+        return None
+
+    def _send(self, message: dict) -> bool:
+        try:
+            self.popen.stdin.write(json.dumps(message).encode() + b"\n")
+        except BrokenPipeError:
+            return False
+        return True
+
+    def terminate(self) -> None:
+        """Stop the interpreter if it still runs, and close the handoff channel."""
+        if self.popen.poll() is None:
+            WorkerProcess(self.popen).terminate()
+        self.popen.stdin.close()
+
+
+def share_priority(pid: int) -> None:
+    """Give every thread of `pid` this process's scheduling policy and nice value (what a cold worker
+    inherits); skipped where not permitted (lifting SCHED_IDLE or a nice value needs root)."""
+    policy, param, nice = os.sched_getscheduler(0), os.sched_getparam(0), os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, policy, param)
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:
+            pass
+
+
+def prestart_enabled() -> bool:
+    """Whether the next stage's interpreter is prestarted; `COCKPIT_PRESTART=0` turns it off."""
+    return os.environ.get("COCKPIT_PRESTART", "1") != "0"
+
+
+def pinned_threads(configured: int | None, world_size: int = 1) -> int:
+    """Torch/OpenMP threads per worker process: the config's, else $OMP_NUM_THREADS, else this
+    process's usable cores shared among the ranks."""
+    if configured:
+        return configured
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    return max(1, len(os.sched_getaffinity(0)) // world_size)
+
+
+def worker_env(threads: int | None = None) -> dict[str, str]:
+    """The environment of supervisors and workers: offline hub, unbuffered output, repo importable,
+    OMP/MKL thread counts when `threads` is given."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 

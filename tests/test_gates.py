@@ -1,5 +1,9 @@
-"""Gates: absolute rules, no-regression rules against earlier stages, manual decisions by policy."""
-from core.config import GateSpec
+"""Gates: absolute rules, no-regression and rise rules against earlier stages, manual decisions by policy."""
+import pytest
+from pydantic import ValidationError
+
+from core.config import GateSpec, Rule, load_curriculum
+from core.errors import ConfigError
 from core.gates import evaluate_gate, policy_decision
 
 
@@ -41,3 +45,47 @@ def test_policies_decide_manual_gates():
     assert policy_decision(failing, "rules") == "reject" and policy_decision(passing, "rules") == "approve"
     assert policy_decision(failing, "approve") == "approve"
     assert policy_decision(passing, "reject") == "reject"
+
+
+def test_min_of_with_gain_demands_a_rise():
+    g = gate({"eval/accuracy": {"min_of": "sft", "gain": 0.05}})
+    rose = evaluate_gate(g, "grpo", {"sft": {"eval/accuracy": 0.90}, "grpo": {"eval/accuracy": 0.96}})
+    check = rose.rules[0]
+    assert rose.passed and check.rule == ">= sft + 0.05" and check.reference == "sft"
+    assert check.threshold == pytest.approx(0.95)
+    assert not evaluate_gate(g, "grpo", {"sft": {"eval/accuracy": 0.90}, "grpo": {"eval/accuracy": 0.93}}).passed
+    assert not evaluate_gate(g, "grpo", {"sft": {}, "grpo": {"eval/accuracy": 0.99}}).passed  # nothing to rise from
+
+
+def test_max_of_with_gain_demands_a_fall():
+    g = gate({"eval/perplexity": {"max_of": "a", "gain": 0.5}})
+    fell = evaluate_gate(g, "b", {"a": {"eval/perplexity": 3.0}, "b": {"eval/perplexity": 2.4}})
+    assert fell.passed and fell.rules[0].rule == "<= a - 0.5"
+    assert fell.rules[0].threshold == pytest.approx(2.5)
+    assert not evaluate_gate(g, "b", {"a": {"eval/perplexity": 3.0}, "b": {"eval/perplexity": 2.7}}).passed
+
+
+def test_max_of_tolerance_allows_a_little_rise():
+    g = gate({"eval/perplexity": {"max_of": "a", "tolerance": 0.1}})
+    report = evaluate_gate(g, "b", {"a": {"eval/perplexity": 3.0}, "b": {"eval/perplexity": 3.05}})
+    assert report.passed and report.rules[0].rule == "<= a + 0.1"
+
+
+@pytest.mark.parametrize("rule, words", [
+    ({"min_of": "sft", "gain": 0.01, "tolerance": 0.02}, "gain and tolerance"),
+    ({"min": 0.5, "gain": 0.01}, "needs min_of or max_of"),
+    ({"min_of": "sft", "gain": -0.01}, "greater than or equal to 0"),
+])
+def test_inconsistent_gain_is_rejected(rule, words):
+    with pytest.raises(ValidationError, match=words):
+        Rule.model_validate(rule)
+
+
+def test_gain_with_tolerance_is_a_config_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: t\nstages:\n  - {name: a, kind: sft, data: 'builtin:arithmetic-chat'}\n"
+                    "  - {name: b, kind: dpo, data: 'builtin:arithmetic-preference',\n"
+                    "     gate: {require: {eval/accuracy: {min_of: a, gain: 0.01, tolerance: 0.02}}}}\n")
+    with pytest.raises(ConfigError, match="gain and tolerance") as info:
+        load_curriculum(path)
+    assert f"{path}:5" in str(info.value)

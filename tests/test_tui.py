@@ -12,7 +12,7 @@ from core.store import RunStore
 from tui.app import CockpitApp
 from tui.recorded import DEMO, T0, FakeClock, build_recorded_run, wait_until
 from tui.screens.dialogs import ConfirmScreen, HelpScreen
-from tui.screens.gate import GateScreen
+from tui.screens.gate import GateScreen, history_table
 from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets.curriculum import CurriculumPanel
@@ -253,3 +253,30 @@ async def test_small_terminal_still_shows_the_essentials(gate_run):
         text = screen_text(app)
         for words in ("gate pending", "no GPU", "Metrics · loss", "Detach"):
             assert words in text, words
+
+
+@pytest.mark.parametrize("size", [BIG, SMALL])
+async def test_curriculum_shows_final_accuracy_and_change_against_parent(finished_run, size):
+    app = make_app(finished_run)
+    async with app.run_test(size=size) as pilot:
+        await attached(pilot)
+        panel = run_screen(app).query_one(CurriculumPanel)
+        lines = {line.strip("› ").split()[0]: line for line in str(panel.render()).splitlines()[1:]}
+        assert "600/600[/]  92.0% [dim]  n/c[/]" in lines["sft"]  # pretrain is scored as text, sft as chat
+        assert "92.5% [$success] +0.5[/]" in lines["dpo"] and "93.0% [$success] +0.5[/]" in lines["grpo"]
+        text = " ".join(screen_text(app).split())
+        assert "800/800 0.4%" in text and "600/600 92.0% n/c" in text and "30/30 92.5% +0.5" in text
+
+
+async def test_gate_dialog_shows_change_against_parent_and_warns_when_worse(gate_run):
+    with RunStore(gate_run.db) as store:  # pretrain re-measured higher than sft: sft regressed
+        store.append("eval_result", stage="pretrain", name="eval/accuracy", value=0.95, now=True)
+    app = make_app(gate_run)
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen) and "Rules:" in screen_text(app))
+        screen = app.screen
+        history = history_table(screen.gate, ["pretrain", "sft"], screen.snapshot.stage_named("sft"))
+        assert re.search(r"\[\$error\] +-3\.0 pt\[/\]", history)  # red: a fall in accuracy
+        text = " ".join(screen_text(app).split())
+        assert "Δ vs pretrain" in text and "-3.0 pt" in text
+        assert "⚠ sft is worse than its parent pretrain on eval/accuracy: -3.0 pt" in text

@@ -8,6 +8,7 @@ from tui.recorded import T0, FakeClock, build_recorded_run, wait_until
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen
+from tui.widgets.logs import EventList
 
 
 @pytest.fixture
@@ -29,6 +30,11 @@ async def _run_screen_ready(pilot):
 
 
 async def _gate_ready(pilot):
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, GateScreen))
+    await pilot.press("escape")  # a screen under a dialog is not laid out again: let the event list reach its end
+    events = pilot.app.screen.query_one(EventList)
+    await wait_until(pilot, lambda: 0 < events.max_scroll_y == events.scroll_y)
+    await pilot.press("g")
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, GateScreen))
 
 

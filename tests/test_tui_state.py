@@ -1,4 +1,6 @@
 """The TUI's folding of store events (no Textual): bounded series, resumes, gates, progress."""
+import pytest
+
 from core.store import Event, RunStore
 from tui.poller import LogTail, RunPoller
 from tui.recorded import build_recorded_run
@@ -48,7 +50,7 @@ def test_poller_reads_a_recorded_run(tmp_path):
     assert snap.gate is not None and snap.gate.stage == "sft" and snap.gate.approval == "manual"
     assert snap.gate.rules[0].metric == "eval/accuracy" and snap.gate.rules[0].passed
     assert dict(snap.gate.history)["eval/accuracy"] == (("pretrain", 0.004), ("sft", 0.92))
-    assert {t.metric for t in snap.thresholds} == {"eval/perplexity", "eval/accuracy"}
+    assert {t.metric for t in snap.thresholds} == {"eval/accuracy"}  # every gate of the demo is on accuracy
     assert snap.hardware is not None and snap.hardware.gpus == ()
     loss = snap.series_named("loss")
     assert loss.xs[-1] == 1400.0 and all(b > a for a, b in zip(loss.xs, loss.xs[1:]))  # resume left no duplicates
@@ -69,3 +71,40 @@ def test_log_tail_reads_only_whole_new_lines(tmp_path):
         fh.write("o\nthree\n")
     assert tail.read() and list(tail.lines) == ["one", "two", "three"] and tail.total == 3
     assert not tail.read()
+
+
+def _eval(i, stage, value, fmt=None, name="eval/accuracy"):
+    return _ev(i, "eval_result", stage, None, name, value, **({"format": fmt} if fmt else {}))
+
+
+def test_stage_views_carry_accuracy_and_its_change_against_the_parent():
+    state = RunState()
+    state.set_stages([{"idx": 0, "name": "pretrain", "kind": "pretrain", "status": "passed"},
+                      {"idx": 1, "name": "sft", "kind": "sft", "from_stage": "pretrain", "status": "passed"},
+                      {"idx": 2, "name": "dpo", "kind": "dpo", "from_stage": "sft", "status": "passed"},
+                      {"idx": 3, "name": "grpo", "kind": "grpo", "from_stage": "sft", "status": "passed"},
+                      {"idx": 4, "name": "final", "kind": "merge", "from_stage": "grpo", "status": "waiting"}])
+    state.fold([_eval(1, "pretrain", 0.004, "text"), _eval(2, "sft", 0.90, "chat"), _eval(3, "dpo", 0.912, "chat"),
+                _eval(4, "grpo", 0.895, "chat"), _eval(5, "grpo", 1.5, "chat", "eval/perplexity")])
+    views = {s.name: s for s in state.snapshot("r").stages}
+    assert views["pretrain"].accuracy == 0.004 and views["pretrain"].deltas == ()
+    sft = views["sft"].delta("eval/accuracy")
+    assert sft.value is None and sft.reason == "pretrain measured it as text, sft as chat"
+    assert views["dpo"].delta("eval/accuracy").value == pytest.approx(0.012)
+    assert views["grpo"].delta("eval/accuracy").value == pytest.approx(-0.005)  # against sft, its from stage
+    assert views["grpo"].delta("eval/perplexity") is None  # sft has no perplexity to compare with
+    assert views["final"].accuracy is None and views["final"].deltas == ()
+
+
+def test_thresholds_use_the_gate_arithmetic_including_gain():
+    state = RunState()
+    state.set_stages([{"idx": 0, "name": "sft", "kind": "sft", "total_steps": 10},
+                      {"idx": 1, "name": "grpo", "kind": "grpo", "from_stage": "sft", "total_steps": 10}])
+    gate = {"require": {"eval/accuracy": {"min_of": "sft", "gain": 0.01},
+                        "eval/perplexity": {"max_of": "sft", "tolerance": 0.5, "max": 3.0}}}
+    state.set_meta({"config": {"stages": [{"name": "sft"}, {"name": "grpo", "gate": gate}]}})
+    before = [(t.metric, t.bound, t.value) for t in state.snapshot("r").thresholds]
+    assert before == [("eval/perplexity", "max", 3.0)]  # relative bounds wait for sft's values
+    state.fold([_eval(1, "sft", 0.9), _eval(2, "sft", 2.0, name="eval/perplexity")])
+    after = sorted((t.metric, t.bound, round(t.value, 9)) for t in state.snapshot("r").thresholds)
+    assert after == [("eval/accuracy", "min", 0.91), ("eval/perplexity", "max", 2.5), ("eval/perplexity", "max", 3.0)]

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from conftest import WorkerRun
 
 EVAL = {"max_samples": 16, "batch_size": 16}
+MINE = {"prompts": 8, "samples": 4, "max_new_tokens": 6}
 STAGES = {
     "pretrain": dict(kind="pretrain", data="builtin:arithmetic-text", eval=EVAL, train={"lr": 3e-3}),
     "sft": dict(kind="sft", data="builtin:arithmetic-chat", lora={"r": 8}, eval=EVAL),
@@ -22,10 +23,15 @@ STAGES = {
     "grpo": dict(kind="grpo", data="builtin:arithmetic-prompts", lora={"r": 8}, train={"lr": 1e-2, "batch_size": 4,
                  "num_generations": 2, "max_completion_length": 6},
                  rewards=["exact_match", "tests.test_rewards:reward_short"]),
+    "dpo_mined": dict(kind="dpo", data="builtin:arithmetic-prompts", lora={"r": 8}, loss="sigmoid,sft",
+                      rewards=["tests.test_rewards:reward_short"], on_policy=MINE),
+    "grpo_mined": dict(kind="grpo", data="builtin:arithmetic-prompts", lora={"r": 8}, on_policy=MINE,
+                       rewards=["tests.test_rewards:reward_short"],
+                       train={"batch_size": 4, "num_generations": 2, "max_completion_length": 6}),
     "final": dict(kind="merge", eval=EVAL),
     "check": dict(kind="eval", eval=EVAL),
 }
-PARENT = {"sft": "pretrain", "dpo": "sft", "grpo": "dpo", "final": "grpo", "check": "final"}
+PARENT = {"sft": "pretrain", "dpo": "sft", "dpo_mined": "sft", "grpo_mined": "sft", "grpo": "dpo", "final": "grpo", "check": "final"}
 
 
 class Chain:
@@ -93,6 +99,17 @@ def test_adapter_stages_train_a_fresh_adapter_on_the_parent(chain, stage, key):
     assert cockpit_meta(final)["type"] == "adapter"
     assert cockpit_meta(final)["base"] == str(run.final(PARENT[stage]))
     assert lora_b_norm(final) > 0  # lora_B starts at zero: non-zero means it trained
+
+
+@pytest.mark.parametrize("stage", ["dpo_mined", "grpo_mined"])
+def test_on_policy_stages_mine_the_parent_then_train(chain, stage):
+    chain(stage)
+    found = metrics(chain.run, stage)
+    assert found["on_policy/prompts"] == [(0, 8.0)] and found["on_policy/mixed_prompts"][0][1] > 0
+    assert len(found["loss"]) == 4 and lora_b_norm(chain.run.final(stage)) > 0
+    with chain.run.store() as store:
+        logs = [e.data["message"] for e in store.events(kinds=["log"], stage=stage)]
+    assert any(m.startswith("on-policy: training on") for m in logs)
 
 
 def test_grpo_logs_rewards_per_function(chain):

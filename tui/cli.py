@@ -12,6 +12,7 @@ from core.runs import find_run, list_runs, runs_dir
 EPILOG = """examples:
   cockpit run                        run the embedded demo (TUI with a terminal, batch without)
   cockpit run my.yaml --batch        headless, gates decided by --gate-policy (default: rules)
+  cockpit run --set seed=1           the demo with a config value overridden (repeatable --set KEY=VALUE)
   cockpit attach latest              open the cockpit on a running or finished run
   cockpit show latest --json         the run as JSON (stages, metrics, gate decisions)
   cockpit gate latest sft approve    decide a pending manual gate from another terminal
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start a curriculum (default: configs/demo.yaml)")
     p.add_argument("config", nargs="?", type=Path, help="curriculum YAML (default: the embedded demo)")
     p.add_argument("--batch", action="store_true", help="no TUI: run in the foreground and print progress")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by its dotted path (repeatable; a stage by name or index), "
+                        "e.g. --set stages.sft.train.steps=50 --set seed=1")
     _gate_policy(p)
     p.set_defaults(func=cmd_run)
 
@@ -91,7 +95,7 @@ def _interactive() -> bool:
 
 def cmd_run(args) -> int:
     from core.launch import new_run
-    paths = new_run(args.config, runs_dir(args.runs_dir))
+    paths = new_run(args.config, runs_dir(args.runs_dir), args.overrides)
     print(f"run {paths.id} created in {paths.root}", flush=True)
     return _drive(paths, args)
 

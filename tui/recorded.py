@@ -123,7 +123,8 @@ def _train_stage(store, paths, clock, rng, name, steps, lr, loss, evals, resume_
         step += logging
     store.flush()
     for metric, value in evals.items():
-        store.append("eval_result", stage=name, name=metric, value=value)
+        store.append("eval_result", stage=name, name=metric, value=value, samples=500,
+                     format="text" if name == "pretrain" else "chat")
     store.append("checkpoint_saved", stage=name, step=steps, path=f"stages/{name}/final", complete=True)
     lines.append(f"[{name}] eval: " + ", ".join(f"{k}={v}" for k, v in evals.items()))
     log.write_text("\n".join(lines) + "\n")

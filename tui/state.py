@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from core.config import Rule
+from core.gates import rule_bounds
+from core.status import parent_deltas
 from core.store import Event
 from tui.series import Series, SeriesView
 
@@ -15,6 +18,15 @@ CHART_METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/
 NOTABLE = ("stage_started", "stage_finished", "checkpoint_saved", "eval_result", "gate_pending",
            "gate_decided", "oom_retry", "stalled", "run_finished", "resumed", "log")
 MAX_EVENT_LINES = 300
+
+
+@dataclass(frozen=True)
+class DeltaView:
+    """An eval metric's change against the parent stage; no `value` when `reason` says the two are not comparable."""
+
+    metric: str
+    value: float | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,12 @@ class StageView:
     x0: float
     x1: float
     approval: str | None
+    accuracy: float | None = None  # the final eval/accuracy
+    deltas: tuple[DeltaView, ...] = ()  # eval metrics against the parent (from) stage
+
+    def delta(self, metric: str) -> DeltaView | None:
+        """The change in `metric` against the parent stage, if both were measured."""
+        return next((d for d in self.deltas if d.metric == metric), None)
 
 
 @dataclass(frozen=True)
@@ -170,6 +188,7 @@ class RunState:
     series: dict[str, Series] = field(default_factory=dict)
     progress: dict[str, _Progress] = field(default_factory=dict)
     evals: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval_formats: dict[str, dict[str, str | None]] = field(default_factory=dict)
     gates: dict[str, tuple[int, float, dict]] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENT_LINES))
@@ -222,6 +241,7 @@ class RunState:
         if ev.name is None or ev.value is None:
             return
         self.evals.setdefault(ev.stage or "", {})[ev.name] = ev.value
+        self.eval_formats.setdefault(ev.stage or "", {})[ev.name] = ev.data.get("format")
         _, x1 = self.offsets.get(ev.stage or "", (0.0, 0.0))
         self._series(ev.name).add(x1, ev.value)
         self._note(ev, f"{ev.name} = {ev.value:.4g}", "info")
@@ -282,10 +302,18 @@ class RunState:
             prog = self.progress.get(name, _Progress())
             x0, x1 = self.offsets.get(name, (0.0, 0.0))
             eta = prog.eta(row.get("total_steps")) if row.get("status") == "running" else None
-            views.append(StageView(row["idx"], name, row["kind"], row.get("from_stage"), row.get("status") or "waiting",
+            parent = row.get("from_stage")
+            views.append(StageView(row["idx"], name, row["kind"], parent, row.get("status") or "waiting",
                                    int(row.get("attempt") or 0), prog.step, row.get("total_steps"), eta,
-                                   row.get("reason"), x0, x1, _approval(self._stage_config(name))))
+                                   row.get("reason"), x0, x1, _approval(self._stage_config(name)),
+                                   self.evals.get(name, {}).get("eval/accuracy"), self._deltas(name, parent)))
         return views
+
+    def _deltas(self, name: str, parent: str | None) -> tuple[DeltaView, ...]:
+        """The stage's eval metrics against its parent's, comparable or not."""
+        delta, skipped = parent_deltas(self.evals, self.eval_formats, name, parent)
+        return tuple(sorted([DeltaView(m, v) for m, v in delta.items()] +
+                            [DeltaView(m, None, why) for m, why in skipped.items()], key=lambda d: d.metric))
 
     def _stage_config(self, name: str) -> dict:
         stages = (self.meta.get("config") or {}).get("stages") or []
@@ -333,13 +361,8 @@ def _approval(stage_cfg: dict) -> str | None:
 
 def _bounds(rule: dict, evals: dict[str, dict[str, float]], metric: str) -> list[tuple[str, float]]:
     """Absolute bounds, and relative ones once the reference stage has a value."""
-    out = [(b, float(rule[b])) for b in ("min", "max") if rule.get(b) is not None]
-    tol = float(rule.get("tolerance") or 0.0)
-    for key, bound, sign in (("min_of", "min", -1), ("max_of", "max", 1)):
-        ref = rule.get(key)
-        if ref and metric in evals.get(ref, {}):
-            out.append((bound, evals[ref][metric] + sign * tol))
-    return out
+    bounds = rule_bounds(Rule.model_validate(rule), metric, evals)
+    return [("min" if b.op == ">=" else "max", b.threshold) for b in bounds if b.threshold is not None]
 
 
 def describe(ev: Event) -> tuple[str, str]:

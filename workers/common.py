@@ -15,6 +15,7 @@ from pathlib import Path
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM = 0, 1, 2, 75
 QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
              "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+WARM_START = False  # set by workers.warm when this interpreter was prestarted before its spec existed
 
 
 class SpecError(ValueError):
@@ -53,6 +54,11 @@ class Stage:
     def emit(self, kind: str, **fields) -> None:
         if self.store is not None:
             self.store.append(kind, stage=self.name, now=True, **fields)
+
+    def emit_metrics(self, step: int, metrics: dict) -> None:
+        """Metric events (TRL-style names) outside the trainer's own logging, e.g. before training."""
+        if self.store is not None:
+            self.store.append_metrics(self.name, step, metrics)
 
     def current_step(self) -> int:
         return self.trainer.state.global_step + 1 if self.trainer is not None else 0
@@ -100,12 +106,25 @@ def entry(main) -> int:
         return EXIT_BAD_SPEC
     stage.open_store()
     try:
+        pin_threads(stage)
         main(stage)
         return EXIT_OK
     except BaseException as exc:  # noqa: BLE001  (every failure must reach the store)
         return _failure(stage, exc)
     finally:
         stage.close()
+
+
+def pin_threads(stage: Stage) -> None:
+    """Fix torch's CPU threads (train.threads, else $OMP_NUM_THREADS, else the usable cores); a warm
+    interpreter imported torch before it knew the stage, so `set_num_threads` is what counts."""
+    import torch
+
+    from core.worker_proc import pinned_threads
+
+    threads = pinned_threads(stage.train.get("threads"), stage.world_size)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 def _failure(stage: Stage, exc: BaseException) -> int:
@@ -186,5 +205,8 @@ def device_name() -> str:
 
 
 def started(stage: Stage, total_steps: int, backend: str, params: dict) -> None:
+    import torch
+
     stage.emit("stage_started", attempt=stage.spec.get("attempt", 1), total_steps=total_steps, pid=os.getpid(),
-               world_size=stage.world_size, backend=backend, device=device_name(), params=params)
+               world_size=stage.world_size, backend=backend, device=device_name(), params=params,
+               threads=torch.get_num_threads(), warm=WARM_START)

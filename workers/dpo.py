@@ -8,6 +8,7 @@ import sys
 
 from workers.common import entry
 from workers.data import training_dataset
+from workers.policy_samples import mined_dataset, preference_pairs
 from workers.training import peft_config, run_training, training_args
 
 DEFAULT_BETA = 0.1
@@ -20,7 +21,10 @@ def build_trainer(stage, loaded):
     args = training_args(stage, DPOConfig, max_length=stage.train["max_length"],
                          loss_type=[t.strip() for t in stage.stage["loss"].split(",")],
                          beta=DEFAULT_BETA if beta is None else beta)
-    data = training_dataset(stage.stage["data"], "dpo", stage.rows_needed())
+    if stage.stage.get("on_policy"):
+        data = mined_dataset(stage, loaded, preference_pairs)
+    else:
+        data = training_dataset(stage.stage["data"], "dpo", stage.rows_needed())
     return DPOTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
                       peft_config=peft_config(stage, loaded))
 

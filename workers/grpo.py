@@ -5,6 +5,7 @@ import sys
 
 from workers.common import entry
 from workers.data import training_dataset
+from workers.policy_samples import mined_dataset, sometimes_solved
 from workers.rewards import get_rewards
 from workers.training import peft_config, run_training, training_args
 
@@ -16,7 +17,10 @@ def build_trainer(stage, loaded):
     args = training_args(stage, GRPOConfig, beta=t.get("beta") or 0.0, num_generations=t["num_generations"],
                          max_completion_length=t["max_completion_length"], temperature=t["temperature"],
                          log_completions=False)
-    data = training_dataset(stage.stage["data"], "grpo", stage.rows_needed())
+    if stage.stage.get("on_policy"):
+        data = mined_dataset(stage, loaded, sometimes_solved)
+    else:
+        data = training_dataset(stage.stage["data"], "grpo", stage.rows_needed())
     return GRPOTrainer(model=loaded.model, reward_funcs=get_rewards(stage.stage["rewards"]), args=args,
                        train_dataset=data, processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded))
 

@@ -11,8 +11,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Static
 
+from core.render import delta_text
+from core.status import verdict
 from tui.format import short_number
-from tui.state import GateView, RunSnapshot
+from tui.state import GateView, RunSnapshot, StageView
+from tui.widgets.curriculum import delta_markup
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class GateScreen(ModalScreen[GateDecision | None]):
             yield Static(f"Stage [b]{escape(gate.stage)}[/] finished; its gate waits for you. Rules: {verdict}",
                          id="gate-summary")
             yield Static(rules_table(gate), id="gate-rules")
-            yield Static(history_table(gate, [s.name for s in self.snapshot.stages]), id="gate-history")
+            yield Static(history_table(gate, [s.name for s in self.snapshot.stages],
+                                       self.snapshot.stage_named(gate.stage)), id="gate-history")
             yield Input(placeholder="note (optional) — n to type, Enter when done", id="gate-note")
             with Horizontal(id="gate-buttons"):
                 yield Button("Approve  a", id="approve", variant="success")
@@ -95,16 +99,42 @@ def rules_table(gate: GateView) -> str:
     return "\n".join(lines)
 
 
-def history_table(gate: GateView, order: list[str]) -> str:
-    """The gated metrics across the stages so far, in curriculum order."""
+def history_table(gate: GateView, order: list[str], stage: StageView | None) -> str:
+    """The gated metrics across the stages so far, in curriculum order, with the change against the parent."""
     if not gate.history:
         return "[dim]no earlier values[/]"
     stages = [s for s in order if any(s == st for _, vals in gate.history for st, _ in vals)]
-    head = f"[b]{'metric':<18}" + "".join(f" {s[:9]:>9}" for s in stages) + "[/]"
-    lines = [head]
+    parent = stage.from_stage if stage else None
+    change_head = f" {escape('Δ vs ' + parent[:9]):>14}" if parent else ""
+    lines = [f"[b]{'metric':<18}" + "".join(f" {s[:9]:>9}" for s in stages) + change_head + "[/]"]
     for metric, values in gate.history:
         by_stage = dict(values)
         cells = "".join(f" {short_number(by_stage.get(s)):>9}" if s != gate.stage
                         else f" [b]{short_number(by_stage.get(s)):>9}[/]" for s in stages)
-        lines.append(f"{escape(metric[:18]):<18}{cells}")
-    return "\n".join(lines)
+        lines.append(f"{escape(metric[:18]):<18}{cells}{_change_cell(stage, metric) if parent else ''}")
+    metrics = [metric for metric, _ in gate.history]
+    return "\n".join(lines + _not_comparable(stage, metrics) + _regressions(stage, metrics))
+
+
+def _change_cell(stage: StageView, metric: str) -> str:
+    """The stage's change in `metric` against its parent, coloured; n/c when measured differently."""
+    change = stage.delta(metric)
+    if change is None:
+        return f" {'-':>14}"
+    if change.value is None:
+        return f" [dim]{'n/c':>14}[/]"
+    return " " + delta_markup(metric, change.value, f"{delta_text(metric, change.value):>14}")
+
+
+def _not_comparable(stage: StageView | None, metrics: list[str]) -> list[str]:
+    """Why a gated metric has no change against the parent (measured in different formats)."""
+    reasons = [(m, d.reason) for m in metrics if stage and (d := stage.delta(m)) and d.reason]
+    return [f"[dim]{escape(metric)} n/c: {escape(reason)}[/]" for metric, reason in reasons]
+
+
+def _regressions(stage: StageView | None, metrics: list[str]) -> list[str]:
+    """A warning line for each gated metric on which the stage did worse than its parent."""
+    worse = [(m, d.value) for m in metrics if stage and (d := stage.delta(m)) and d.value is not None
+             and verdict(m, d.value) == "worse"]
+    return [f"[$warning]⚠ {escape(stage.name)} is worse than its parent {escape(stage.from_stage or '')} on "
+            f"{escape(metric)}: {delta_text(metric, value)}[/]" for metric, value in worse]

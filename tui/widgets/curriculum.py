@@ -7,8 +7,12 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from core.status import verdict
 from tui.format import bar, duration, status_look
 from tui.state import RunSnapshot, StageView
+
+FINISHED = ("passed", "completed")
+VERDICT_LOOK = {"better": "$success", "worse": "$error", "same": ""}
 
 
 class CurriculumPanel(Widget, can_focus=True):
@@ -56,17 +60,21 @@ class CurriculumPanel(Widget, can_focus=True):
             else "   [b]stage[/]      [b]status[/]        [b]progress[/]"
         lines = [head]
         decision = snap.gate.decision_sent if snap.gate else None
+        steps_w = max((len(_steps_done(s)) for s in snap.stages if s.status in FINISHED), default=0)
         for i, stage in enumerate(snap.stages):
-            lines.append(self._line(stage, i == self.cursor and self.has_focus, i == self.cursor, wide, decision))
+            lines.append(self._line(stage, i == self.cursor and self.has_focus, i == self.cursor, wide, decision,
+                                    steps_w))
         return "\n".join(lines)
 
-    def _line(self, stage: StageView, focused: bool, current: bool, wide: bool, decision: str | None) -> str:
+    def _line(self, stage: StageView, focused: bool, current: bool, wide: bool, decision: str | None,
+              steps_w: int) -> str:
         glyph, words, style = status_look(stage.status)
         pointer = "[reverse]›[/]" if focused else ("›" if current else " ")
         name = escape(stage.name[:10]).ljust(10)
         status = f"[{style}]{glyph} {words:<12}[/]" if style else f"{glyph} {words:<12}"
         room = self.size.width - (48 if wide else 29)
-        progress = _progress_text(stage, decision, room)
+        progress = _finished_text(stage, room, steps_w) if stage.status in FINISHED else \
+            _progress_text(stage, decision, room)
         if wide:
             origin = escape((stage.from_stage or "—")[:10]).ljust(10)
             return f"{pointer} {name} {stage.kind:<8} {origin} {status} {progress}"
@@ -111,7 +119,40 @@ def _progress_text(stage: StageView, decision: str | None, room: int) -> str:
         return "checking gate…"
     if stage.status in ("failed", "rejected", "gate_failed", "stopped", "interrupted"):
         return f"[$error]{escape((stage.reason or '')[:max(room, 0)])}[/]"
-    if stage.status in ("passed", "completed"):
-        done = f"{step}/{total}" if total else "done"
-        return f"[dim]{done}[/]{gate}"
     return (f"[dim]{total} steps[/]" if total else "") + gate
+
+
+def _steps_done(stage: StageView) -> str:
+    """'800/800' for a finished stage, 'done' for one without steps (merge)."""
+    return f"{stage.step}/{stage.total_steps}" if stage.total_steps else "done"
+
+
+def _finished_text(stage: StageView, room: int, steps_w: int) -> str:
+    """Steps done, then the final accuracy with its change against the parent, then the gate, as room allows."""
+    steps = f"[dim]{_steps_done(stage):<{steps_w}}[/]"
+    if steps_w + 13 > room:  # no room for both: the accuracy says more than the step count
+        return _score(stage) if stage.accuracy is not None and room >= 12 else steps
+    text = f"{steps} {_score(stage)}"
+    if stage.approval and room > 34 and steps_w + 20 + len(stage.approval) <= room:
+        text += f" [dim]gate: {stage.approval}[/]"
+    return text
+
+
+def _score(stage: StageView) -> str:
+    """' 92.0% +91.6' (the change coloured), '  n/c' when the parent measured it differently; always 12 cells."""
+    if stage.accuracy is None:
+        return " " * 12
+    change = stage.delta("eval/accuracy")
+    if change is None:
+        shown = " " * 5
+    elif change.value is None:
+        shown = "[dim]  n/c[/]"
+    else:
+        shown = delta_markup("eval/accuracy", change.value, f"{change.value * 100:+5.1f}")
+    return f"{stage.accuracy:>6.1%} {shown}"
+
+
+def delta_markup(metric: str, delta: float, text: str) -> str:
+    """`text` (a change of `delta` in `metric`) coloured as an improvement or a regression."""
+    look = VERDICT_LOOK[verdict(metric, delta)]
+    return f"[{look}]{text}[/]" if look else text

@@ -1,0 +1,107 @@
+"""Stage start-up gap: a 3-stage curriculum with prestarted (warm) workers and with cold starts, side by side.
+
+    .venv/bin/python bench/stage_gap.py [--steps 20] [--rounds 1] [--threads N]
+
+Each round runs the same curriculum (pretrain -> sft -> dpo on builtin data, no eval, no checkpoints)
+with `cockpit run --batch` twice: prestart on, then `COCKPIT_PRESTART=0`. For each stage boundary it
+reads from the run store the previous stage's `stage_finished` ts and the next stage's
+`stage_started` and first `metric` ts. The first metric includes one training step; both modes pay it.
+The `start` column is how the next stage's worker actually started (its `stage_started` event):
+on a CPU-only machine a stage after a warm-started one starts cold unless `--threads` leaves a core
+free (see Supervisor._prestart_next).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+MODES = {"warm": "1", "cold": "0"}
+
+CONFIG = """name: stage-gap
+defaults:
+  lora: {{r: 4, alpha: 8}}
+  train: {{steps: {steps}, batch_size: 8, logging_steps: 1, max_length: 32, precision: fp32{threads}}}
+stages:
+  - {{name: pretrain, kind: pretrain, data: "builtin:arithmetic-text", lora: false, eval: false}}
+  - {{name: sft, kind: sft, data: "builtin:arithmetic-chat", eval: false}}
+  - {{name: dpo, kind: dpo, data: "builtin:arithmetic-preference", eval: false}}
+"""
+
+
+def run_once(config: Path, runs: Path, prestart: str) -> tuple[list[tuple], float, float]:
+    """(boundary, finished->started s, finished->first metric s, start) per boundary, the first
+    stage's train_runtime and the wall time of the whole run."""
+    from core.runs import list_runs
+    from core.store import RunStore
+
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "tui.cli", "run", str(config), "--batch", "--runs-dir", str(runs)],
+                   cwd=ROOT, env={**ENV, "COCKPIT_PRESTART": prestart}, capture_output=True, text=True, check=True)
+    wall = time.monotonic() - start
+    with RunStore(list_runs(runs)[-1].db) as store:
+        names = [s["name"] for s in store.stages()]
+        gaps = [boundary_gap(store, before, after) for before, after in zip(names, names[1:])]
+        return gaps, store.final_metrics(names[0])["train_runtime"], wall
+
+
+def boundary_gap(store, before: str, after: str) -> tuple[str, float, float, str]:
+    """Seconds from `before`'s stage_finished to `after`'s stage_started and to its first metric,
+    and whether `after` started warm or cold."""
+    finished = store.events(kinds=["stage_finished"], stage=before)[-1].ts
+    started = store.events(kinds=["stage_started"], stage=after)[-1]
+    metric = store.events(kinds=["metric"], stage=after, limit=1)[0].ts
+    return f"{before} -> {after}", started.ts - finished, metric - finished, "warm" if started.data["warm"] else "cold"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="training steps of each stage")
+    parser.add_argument("--rounds", type=int, default=1, help="warm/cold pairs to run (medians are shown)")
+    parser.add_argument("--threads", type=int, help="train.threads of every stage (default: all cores)")
+    opts = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    results: dict[str, list] = {mode: [] for mode in MODES}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "stage-gap.yaml"
+        config.write_text(CONFIG.format(steps=opts.steps, threads=f", threads: {opts.threads}" if opts.threads else ""))
+        for _ in range(opts.rounds):
+            for mode, flag in MODES.items():
+                results[mode].append(run_once(config, Path(tmp) / mode, flag))
+    report(results)
+
+
+def report(results: dict[str, list]) -> None:
+    """One line per boundary and mode (medians over rounds), then warm/cold ratios."""
+    med = {mode: summarize(runs) for mode, runs in results.items()}
+    print(f"{'boundary':20}{'mode':6}{'start':>6}{'-> started (s)':>16}{'-> 1st metric (s)':>19}")
+    for i, boundary in enumerate(results["warm"][0][0]):
+        for mode in MODES:
+            start = results[mode][0][0][i][3]
+            print(f"{boundary[0]:20}{mode:6}{start:>6}{med[mode]['started'][i]:16.2f}{med[mode]['metric'][i]:19.2f}")
+    for mode in MODES:
+        print(f"{mode}: total gap to 1st metric {sum(med[mode]['metric']):.2f} s, first stage train_runtime "
+              f"{med[mode]['train']:.2f} s, run wall {med[mode]['wall']:.1f} s")
+    warm, cold = med["warm"], med["cold"]
+    print(f"ratio warm/cold: gap to started {sum(warm['started']) / sum(cold['started']):.3f}, gap to 1st metric "
+          f"{sum(warm['metric']) / sum(cold['metric']):.3f}, first stage train_runtime "
+          f"{warm['train'] / cold['train']:.3f}, run wall {warm['wall'] / cold['wall']:.3f}")
+
+
+def summarize(runs: list) -> dict:
+    """Medians over rounds of each boundary's gaps, the first stage's train_runtime and the wall time."""
+    boundaries = len(runs[0][0])
+    return {"started": [statistics.median(r[0][i][1] for r in runs) for i in range(boundaries)],
+            "metric": [statistics.median(r[0][i][2] for r in runs) for i in range(boundaries)],
+            "train": statistics.median(r[1] for r in runs), "wall": statistics.median(r[2] for r in runs)}
+
+
+if __name__ == "__main__":
+    main()
