@@ -31,7 +31,7 @@ def resolve_source(spec: dict) -> str:
         return spec["input_model"]
     base = spec["model"]["base"]
     if base == builtin.BUILTIN_MODEL:
-        return str(builtin.materialise(spec["run_dir"], spec["stage"]["train"]["seed"]))
+        return str(builtin.materialise(spec["run_dir"]))
     if base.startswith("builtin:"):
         raise ModelError(f"unknown builtin model {base!r}; known: {builtin.BUILTIN_MODEL}")
     return base

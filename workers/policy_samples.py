@@ -29,7 +29,6 @@ class Scored:
 def mine(stage, model, tokenizer, rows: list[dict]) -> list[Scored]:
     """Sample `on_policy.samples` completions per row and score them; logs what it found."""
     spec, started = stage.stage["on_policy"], time.monotonic()
-    rows = rows[: spec["prompts"]]
     prompts = [prompt_text(tokenizer, r["prompt"]) for r in rows]
     completions = sample(model, tokenizer, prompts, spec, seed=stage.train["seed"])
     scored = score(rows, completions, get_rewards(stage.stage["rewards"]))
