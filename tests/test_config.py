@@ -59,6 +59,8 @@ stages:
     ("name: t\nstages:\n  - {name: a, kind: sft, data: 'builtin:arithmetic-chat',\n"
      "     gate: {require: {eval/accuracy: {min_of: later}}}}\n", 4, "min_of", "earlier stage"),
     ("name: t\nstages:\n  - {name: a, kind: sft\n", 4, None, "malformed YAML"),
+    ("name: t\nstages:\n  - {name: a, kind: sft, data: 'builtin:arithmetic-chat',\n     on_policy: {samples: 4}}\n",
+     4, "stages.0.on_policy", "for dpo and grpo"),
 ])
 def test_bad_config_names_file_line_and_field(tmp_path, body, line, field, words):
     path = write(tmp_path, body)
@@ -68,6 +70,14 @@ def test_bad_config_names_file_line_and_field(tmp_path, body, line, field, words
     assert f"{path}:{line}" in text, text
     assert field is None or field in text, text
     assert words in text, text
+
+
+def test_on_policy_dpo_reads_prompt_rows_not_pairs(tmp_path):
+    rows = write(tmp_path, '{"prompt": "2+2=", "answer": "4"}\n', "p.jsonl")
+    body = f"name: t\nstages:\n  - {{name: a, kind: dpo, data: {rows}, on_policy: {{samples: 4}}}}\n"
+    assert load_curriculum(write(tmp_path, body)).stages[0].on_policy.samples == 4
+    with pytest.raises(ConfigError, match="chosen"):
+        load_curriculum(write(tmp_path, body.replace(", on_policy: {samples: 4}", "")))
 
 
 def test_broken_jsonl_row_is_reported_with_its_line(tmp_path):
