@@ -45,8 +45,8 @@ def bare_round(active, settings) -> tuple[float, float]:
     """TTFT (ms) and tokens/s of model.generate with a streamer, in this process."""
     import torch
 
-    from workers.chat_generate import prompt_text, sampling_args
-    from workers.model_pool import using
+    from workers.chat.generate import prompt_text, sampling_args
+    from workers.chat.model_pool import using
 
     started = time.perf_counter()
     enc = active.tokenizer(prompt_text(active.tokenizer, PROMPT), return_tensors="pt", add_special_tokens=False)
@@ -71,11 +71,11 @@ def main() -> int:
 
     import torch
 
-    from core.chat import ChatSession, ChatWorker, GenerationSettings
+    from core.chat_client import ChatSession, ChatWorker, GenerationSettings
     from core.targets import resolve_target
     from tiny_lineage import build_lineage
-    from workers.chat import cpu_threads
-    from workers.model_pool import ModelPool
+    from workers.chat.server import cpu_threads
+    from workers.chat.model_pool import ModelPool
 
     torch.set_num_threads(cpu_threads())  # the same thread count the chat worker uses
 

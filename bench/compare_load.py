@@ -48,7 +48,7 @@ def build(folder: Path, hidden: int | None, layers: int | None) -> tuple[Path, l
 
 
 def pooled(base: Path, adapters: list[Path]) -> float:
-    from workers.model_pool import ModelPool
+    from workers.chat.model_pool import ModelPool
 
     started = time.perf_counter()
     pool = ModelPool()
@@ -58,7 +58,7 @@ def pooled(base: Path, adapters: list[Path]) -> float:
 
 
 def separate(base: Path, adapters: list[Path]) -> float:
-    from workers.model_pool import ModelPool
+    from workers.chat.model_pool import ModelPool
 
     started = time.perf_counter()
     for path in adapters:

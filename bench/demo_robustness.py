@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COCKPIT = [sys.executable, "-m", "tui.cli"]
+COCKPIT = [sys.executable, "-m", "cli.main"]
 ORDER = ("pretrain", "sft", "dpo", "grpo", "final")
 
 

@@ -43,7 +43,7 @@ def run_once(config: Path, runs: Path, prestart: str) -> tuple[list[tuple], floa
     from core.store import RunStore
 
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "tui.cli", "run", str(config), "--batch", "--runs-dir", str(runs)],
+    subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
                    cwd=ROOT, env={**ENV, "COCKPIT_PRESTART": prestart}, capture_output=True, text=True, check=True)
     wall = time.monotonic() - start
     with RunStore(list_runs(runs)[-1].db) as store:

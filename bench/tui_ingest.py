@@ -22,12 +22,13 @@ from pathlib import Path
 import psutil
 from textual import events
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/recorded.py: the recorded demo run
 
 from core.runs import RunPaths  # noqa: E402
 from core.store import RunStore  # noqa: E402
+from recorded import DEMO, wait_until  # noqa: E402
 from tui.app import CockpitApp  # noqa: E402
-from tui.recorded import DEMO, wait_until  # noqa: E402
 from tui.screens.run import RunScreen  # noqa: E402
 
 METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl")

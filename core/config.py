@@ -10,14 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
+from core.kinds import EVAL_METRICS, EVAL_ROWS, KIND_NAMES, KIND_OPTIONS, KINDS, data_rows, readers_of
 from core.overrides import with_overrides
 from core.yaml_lines import LocatedYaml, load_located
 
 BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-preference", "arithmetic-prompts",
                 "arithmetic-eval")
-STAGE_KINDS = ("pretrain", "sft", "dpo", "grpo", "merge", "eval")
-TRAINING_KINDS = ("pretrain", "sft", "dpo", "grpo")
-ADAPTER_KINDS = ("sft", "dpo", "grpo")  # kinds that take `defaults.lora` unless they say lora: false
 
 
 class Strict(BaseModel):
@@ -146,7 +144,7 @@ class StageSpec(Strict):
     """One stage of the curriculum."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    kind: Literal["pretrain", "sft", "dpo", "grpo", "merge", "eval"]
+    kind: Literal[KIND_NAMES] = Field(description="what the stage does (core.kinds)")
     from_: Optional[str] = Field(None, alias="from", description="stage whose output this one starts from")
     data: Union[None, str, DataSpec] = None
     lora: Union[None, bool, LoraSpec] = Field(None, description="false = full fine-tuning")
@@ -258,7 +256,7 @@ def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
             except ValidationError as exc:
                 raise ConfigErrors([_locate(located, {**e, "loc": ("defaults", "train", *e["loc"])})
                                     for e in exc.errors()]) from None
-        if stage.lora is None and stage.kind in ADAPTER_KINDS:
+        if stage.lora is None and KINDS[stage.kind].adapter:
             stage.lora = cur.defaults.lora
         elif stage.lora is True:
             stage.lora = cur.defaults.lora or LoraSpec()
@@ -280,8 +278,10 @@ def _check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> N
         if stage.name in names:
             errors.append(_err(located, here + ("name",), f"duplicate stage name {stage.name!r}"))
         errors += _check_from(stage, i, names, located)
+        errors += _check_options(stage, here, located)
         errors += _check_data(stage, here, located, base_dir)
         errors += _check_gate(stage, here, names, located)
+        errors += _check_gate_metrics(cur, stage, here, located)
         names.append(stage.name)
     if errors:
         raise ConfigErrors(errors)
@@ -311,8 +311,8 @@ def _check_model(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> list[
 
 def _check_from(stage: StageSpec, i: int, earlier: list[str], located: LocatedYaml) -> list[ConfigError]:
     if stage.from_ is None:
-        if i == 0 and stage.kind in ("merge",):
-            return [_err(located, ("stages", i, "kind"), "a merge stage needs an earlier stage to merge")]
+        if i == 0 and KINDS[stage.kind].needs_parent:
+            return [_err(located, ("stages", i, "kind"), f"a {stage.kind} stage needs an earlier stage to start from")]
         stage.from_ = earlier[-1] if earlier else None
         return []
     if stage.from_ in earlier:
@@ -325,13 +325,19 @@ def _all_names(located: LocatedYaml) -> list[str]:
     return [s.get("name") for s in located.data.get("stages", []) if isinstance(s, dict)]
 
 
+def _check_options(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """Kind-specific fields (loss, rewards, on_policy) written on a kind that does not read them."""
+    raw = located.data["stages"][here[1]]
+    return [_err(located, here + (opt,), f"{opt} is read by {' and '.join(readers_of(opt))} stages, not {stage.kind}")
+            for opt in KIND_OPTIONS if opt in raw and opt not in KINDS[stage.kind].options]
+
+
 def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
-    if stage.kind in TRAINING_KINDS and stage.data is None:
+    if KINDS[stage.kind].rows and stage.data is None:
         return [_err(located, here + ("kind",), f"a {stage.kind} stage needs data:")]
+    eval_data = stage.eval.data if isinstance(stage.eval, EvalSpec) else None
+    uses = (("data", stage.data, data_rows(stage.kind, bool(stage.on_policy))), ("eval", eval_data, EVAL_ROWS))
     errors = []
-    if stage.on_policy and stage.kind not in ("dpo", "grpo"):
-        errors.append(_err(located, here + ("on_policy",), f"on_policy is for dpo and grpo stages, not {stage.kind}"))
-    uses = (("data", stage.data, data_use(stage)), ("eval", stage.eval.data if isinstance(stage.eval, EvalSpec) else None, "eval"))
     for key, spec, use in uses:
         source = spec.source if isinstance(spec, DataSpec) else spec
         if not isinstance(source, str):
@@ -354,11 +360,6 @@ def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: P
     return errors
 
 
-def data_use(stage: StageSpec) -> str:
-    """The row shape a stage's data must have: on-policy stages read prompts (+ reward columns) only."""
-    return "grpo" if stage.on_policy else stage.kind
-
-
 def _check_gate(stage: StageSpec, here: tuple, earlier: list[str], located: LocatedYaml) -> list[ConfigError]:
     if stage.gate is None:
         return []
@@ -370,6 +371,36 @@ def _check_gate(stage: StageSpec, here: tuple, earlier: list[str], located: Loca
                 errors.append(_err(located, here + ("gate", "require", metric, key),
                                    f"{ref!r} is not an earlier stage"))
     return errors
+
+
+def _check_gate_metrics(cur: Curriculum, stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """Every gated metric is one the stage records (and, for min_of/max_of, the named stage too)."""
+    if stage.gate is None:
+        return []
+    errors = []
+    for metric, rule in stage.gate.require.items():
+        refs = [stage] + [cur.stage(r) for r in (rule.min_of, rule.max_of) if r in _all_names(located)]
+        problem = next((p for p in (_unrecorded(s, metric) for s in refs) if p), None)
+        if problem:
+            errors.append(_err(located, here + ("gate", "require", metric), problem))
+    return errors
+
+
+def _unrecorded(stage: StageSpec, metric: str) -> str | None:
+    """Why `stage` never records `metric` (with a "did you mean"), or None when it can."""
+    kind, on_policy = KINDS[stage.kind], bool(stage.on_policy)
+    if metric in EVAL_METRICS:
+        evaluates = stage.eval if isinstance(stage.eval, EvalSpec) else (EvalSpec() if stage.kind == "eval" else None)
+        if evaluates is None:
+            return f"stage {stage.name!r} has no eval: to record it"
+        if metric.split("/", 1)[1] not in evaluates.metrics:
+            return f"stage {stage.name!r} evaluates only {', '.join(evaluates.metrics)}"
+        return None
+    if kind.emits(metric, on_policy):
+        return None
+    hit = difflib.get_close_matches(metric, kind.metric_names(on_policy), n=1)
+    hint = f" (did you mean {hit[0]!r}?)" if hit else f"; it records {', '.join(kind.metric_names(on_policy))}"
+    return f"a {stage.kind} stage never records {metric!r}{hint}"
 
 
 def _err(located: LocatedYaml, loc: tuple, message: str) -> ConfigError:

@@ -6,23 +6,15 @@ from pathlib import Path
 
 from core.errors import ConfigError
 
-# Fields a row must carry, per use. A tuple inside means "one of these".
-REQUIRED_FIELDS: dict[str, list] = {
-    "pretrain": ["text"],
-    "sft": [("messages", "prompt")],
-    "dpo": ["prompt", "chosen", "rejected"],
-    "grpo": ["prompt"],
-    "eval": [("messages", "prompt"), "answer"],
-}
-
 
 class DataError(ConfigError):
     """A data file that cannot be used; names the file and the line."""
 
 
-def read_rows(path: str | Path, use: str, on_error: str = "fail", limit: int | None = None) -> list[dict]:
+def read_rows(path: str | Path, required: tuple, on_error: str = "fail", limit: int | None = None) -> list[dict]:
     """Rows of a .jsonl (one JSON object per line) or .txt (one `text` per line) file.
 
+    `required`: the fields each row must carry (core.kinds' row tuples; a tuple inside = one of these).
     A broken or incomplete row raises DataError with its line, unless on_error="skip".
     """
     path = Path(path)
@@ -35,7 +27,7 @@ def read_rows(path: str | Path, use: str, on_error: str = "fail", limit: int | N
         if not line.strip():
             continue
         try:
-            rows.append(_parse_row(path, line, use))
+            rows.append(_parse_row(path, line, required))
         except ValueError as exc:
             if on_error == "fail":
                 raise DataError(f"{exc} (set on_error: skip to drop such rows)", str(path), number) from None
@@ -46,7 +38,7 @@ def read_rows(path: str | Path, use: str, on_error: str = "fail", limit: int | N
     return rows
 
 
-def _parse_row(path: Path, line: str, use: str) -> dict:
+def _parse_row(path: Path, line: str, required: tuple) -> dict:
     if path.suffix == ".txt":
         return {"text": line}
     try:
@@ -55,7 +47,7 @@ def _parse_row(path: Path, line: str, use: str) -> dict:
         raise ValueError(f"broken JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(row, dict):
         raise ValueError("a row must be a JSON object")
-    for need in REQUIRED_FIELDS.get(use, []):
+    for need in required:
         options = need if isinstance(need, tuple) else (need,)
         if not any(k in row for k in options):
             raise ValueError(f"row lacks field {' or '.join(repr(o) for o in options)}")

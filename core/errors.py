@@ -35,3 +35,7 @@ class ConfigErrors(ConfigError):
 
     def describe(self) -> str:
         return "\n".join(e.describe() for e in self.errors)
+
+
+class SpecError(UserError):
+    """A stage spec (spec.json, data, reward names) a worker cannot run; the worker exits 2."""

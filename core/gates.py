@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from core.config import GateSpec, Rule
+from core.events import Decision, GatePendingData
 
-POLICIES = ("rules", "approve", "reject")
+POLICIES = ("rules", Decision.APPROVE, Decision.REJECT)
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,15 @@ class GateReport:
     def passed(self) -> bool:
         return all(r.passed for r in self.rules)
 
-    def to_dict(self) -> dict:
-        return {"stage": self.stage, "approval": self.approval, "passed": self.passed,
-                "rules": [asdict(r) for r in self.rules], "history": self.history}
+    @property
+    def decision(self) -> Decision:
+        """What the rules decide: approve when every rule holds."""
+        return Decision.APPROVE if self.passed else Decision.REJECT
+
+    def pending_data(self) -> GatePendingData:
+        """The `gate_pending` event's data."""
+        return {"approval": self.approval, "passed": self.passed, "rules": [asdict(r) for r in self.rules],
+                "history": self.history}
 
 
 def evaluate_gate(gate: GateSpec, stage: str, metrics: dict[str, dict[str, float]]) -> GateReport:
@@ -85,10 +92,6 @@ def _check_rule(metric: str, rule: Rule, value: float | None, metrics: dict) -> 
             for b in rule_bounds(rule, metric, metrics)]
 
 
-def policy_decision(report: GateReport, policy: str) -> str:
-    """What a --gate-policy decides for a manual gate: approve or reject."""
-    if policy == "approve":
-        return "approve"
-    if policy == "reject":
-        return "reject"
-    return "approve" if report.passed else "reject"
+def policy_decision(report: GateReport, policy: str) -> Decision:
+    """What a --gate-policy decides for a manual gate: what the rules say, or always approve / reject."""
+    return report.decision if policy == "rules" else Decision(policy)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import psutil
 
+from core.events import GpuSample, HardwareData
+
 
 class HardwareSampler:
     """Samples GPU memory/utilisation and the RSS/CPU of one process tree. No GPU is normal."""
@@ -15,8 +17,8 @@ class HardwareSampler:
     def has_gpu(self) -> bool:
         return bool(self._nvml)
 
-    def sample(self, root_pid: int | None) -> dict:
-        """One sample: {"gpus": [...], "rss": bytes, "cpu": percent of one core, "procs": n}."""
+    def sample(self, root_pid: int | None) -> HardwareData:
+        """One sample: the `hardware` event's data."""
         rss, cpu, procs = self._tree_usage(root_pid)
         return {"gpus": self._gpu_usage(), "rss": rss, "cpu": cpu, "procs": procs}
 
@@ -46,7 +48,7 @@ class HardwareSampler:
             proc.cpu_percent(None)
         return proc
 
-    def _gpu_usage(self) -> list[dict]:
+    def _gpu_usage(self) -> list[GpuSample]:
         if not self._nvml:
             return []
         import pynvml

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from core.config import Curriculum, dump_resolved
 from core.errors import UserError
+from core.kinds import KINDS
 from core.store import RunStore
 
 DB_NAME = "run.db"
@@ -75,7 +76,7 @@ def create_run(cur: Curriculum, source_file: Path, directory: Path, overrides: S
     try:
         (tmp / "config.yaml").write_text(dump_resolved(cur))
         stages = [{"name": s.name, "kind": s.kind, "from": s.from_,
-                   "total_steps": s.train.steps if s.kind in ("pretrain", "sft", "dpo", "grpo") else None}
+                   "total_steps": s.train.steps if KINDS[s.kind].trains else None}
                   for s in cur.stages]
         meta = {"id": paths.id, "name": cur.name, "source": str(source_file.resolve()),
                 "created_at": time.time(), "status": "created", "overrides": list(overrides),

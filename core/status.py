@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import time
 
+from core.events import EventKind, RunStatus
+from core.run_state import RunState, parent_deltas
 from core.runs import RunPaths
 from core.store import RunStore
 
 HEARTBEAT_STALE_S = 15.0
-LIVE_STATUSES = ("running", "created")
+SUMMARY_EVENTS = (EventKind.EVAL_RESULT, EventKind.GATE_PENDING, EventKind.GATE_DECIDED)
 
 
 def supervisor_alive(meta: dict) -> bool:
@@ -21,9 +23,9 @@ def supervisor_alive(meta: dict) -> bool:
 
 def effective_status(meta: dict) -> str:
     """The run's status, with a dead supervisor's 'running' reported as 'interrupted'."""
-    status = meta.get("status", "created")
-    if status == "running" and not supervisor_alive(meta):
-        return "interrupted"
+    status = meta.get("status", RunStatus.CREATED)
+    if status == RunStatus.RUNNING and not supervisor_alive(meta):
+        return RunStatus.INTERRUPTED
     return status
 
 
@@ -47,13 +49,14 @@ def _is_zombie(pid: int) -> bool:
 
 def summarize(paths: RunPaths) -> dict:
     """The run as `cockpit show --json` prints it."""
+    state = RunState()
     with RunStore(paths.db) as store:
         meta = store.meta()
-        gates = _gates(store)
-        values, formats = eval_results(store)
-        stages = [_stage_summary(store, row, gates.get(row["name"])) for row in store.stages()]
+        state.fold(store.events(kinds=SUMMARY_EVENTS))
+        stages = [_stage_summary(store, row, _gate(state, row["name"])) for row in store.stages()]
     for stage in stages:
-        stage["delta"], stage["delta_skipped"] = parent_deltas(values, formats, stage["name"], stage["from"])
+        stage["delta"], stage["delta_skipped"] = parent_deltas(state.evals, state.eval_formats, stage["name"],
+                                                               stage["from"])
     final = next((s for s in reversed(stages) if "eval/accuracy" in s["metrics"]), None)
     return {
         "id": paths.id, "name": meta.get("name"), "status": effective_status(meta), "dir": str(paths.root),
@@ -74,30 +77,9 @@ def _stage_summary(store: RunStore, row: dict, gate: dict | None) -> dict:
     }
 
 
-def eval_results(store: RunStore) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str | None]]]:
-    """Per stage: each eval metric's last value, and the prompt format it was measured in (None if unrecorded)."""
-    values: dict[str, dict[str, float]] = {}
-    formats: dict[str, dict[str, str | None]] = {}
-    for ev in store.events(kinds=["eval_result"]):
-        if ev.stage and ev.name and ev.value is not None:
-            values.setdefault(ev.stage, {})[ev.name] = ev.value
-            formats.setdefault(ev.stage, {})[ev.name] = ev.data.get("format")
-    return values, formats
-
-
-def parent_deltas(values: dict[str, dict[str, float]], formats: dict[str, dict[str, str | None]], stage: str,
-                  parent: str | None) -> tuple[dict[str, float], dict[str, str]]:
-    """Each eval metric's change from `parent` to `stage`; for pairs measured in different formats, why none."""
-    delta: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    mine, theirs = values.get(stage, {}), values.get(parent or "", {})
-    for metric in mine.keys() & theirs.keys():
-        fmt, parent_fmt = formats.get(stage, {}).get(metric), formats.get(parent or "", {}).get(metric)
-        if fmt and parent_fmt and fmt != parent_fmt:
-            skipped[metric] = f"{parent} measured it as {parent_fmt}, {stage} as {fmt}"
-        else:
-            delta[metric] = mine[metric] - theirs[metric]
-    return dict(sorted(delta.items())), dict(sorted(skipped.items()))
+def delta_text(metric: str, delta: float) -> str:
+    """A change against the parent stage: accuracies in percentage points (+1.2 pt), others as signed numbers."""
+    return f"{delta * 100:+.1f} pt" if "accuracy" in metric else f"{delta:+.3g}"
 
 
 def verdict(metric: str, delta: float) -> str:
@@ -108,14 +90,15 @@ def verdict(metric: str, delta: float) -> str:
     return "better" if (delta < 0) == lower_is_better else "worse"
 
 
-def _gates(store: RunStore) -> dict[str, dict]:
-    """Per stage: the gate's rules (from gate_pending) and its decision (from gate_decided)."""
-    gates: dict[str, dict] = {}
-    for ev in store.events(kinds=["gate_pending", "gate_decided"]):
-        gate = gates.setdefault(ev.stage, {"decision": None, "by": None, "note": None})
-        if ev.kind == "gate_pending":
-            gate.update(approval=ev.data.get("approval"), rules=ev.data.get("rules"), passed=ev.data.get("passed"),
-                        decision=None, by=None, note=None)
-        else:
-            gate.update(decision=ev.data.get("decision"), by=ev.data.get("by"), note=ev.data.get("note"))
-    return gates
+def _gate(state: RunState, stage: str) -> dict | None:
+    """The stage's gate: its rules (from gate_pending) and its decision (from gate_decided), None if it had none."""
+    pending, decided = state.gates.get(stage), state.decisions.get(stage)
+    if pending is None and decided is None:
+        return None
+    gate = {"decision": None, "by": None, "note": None}
+    if pending is not None:
+        data = pending[2]
+        gate.update(approval=data.get("approval"), rules=data.get("rules"), passed=data.get("passed"))
+    if decided is not None:
+        gate.update(decision=decided.get("decision"), by=decided.get("by"), note=decided.get("note"))
+    return gate

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from core.events import Decision, EventKind
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS stages (
@@ -36,15 +38,10 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 """
 
-# Stage states, in the words the screens use.
-WAITING, RUNNING, GATE_PENDING, PASSED, COMPLETED = "waiting", "running", "gate_pending", "passed", "completed"
-FAILED, REJECTED, GATE_FAILED, STOPPED, INTERRUPTED = "failed", "rejected", "gate_failed", "stopped", "interrupted"
-FINISHED_OK = (PASSED, COMPLETED)
-
 
 @dataclass
 class Event:
-    """One row of the event vocabulary (see DESIGN.md)."""
+    """One row of the event vocabulary (core/events.py: `kind` is an EventKind, `data` its payload)."""
 
     id: int
     ts: float
@@ -125,7 +122,7 @@ class RunStore:
         self._write_now(f"UPDATE stages SET {sets} WHERE name = ?", [(*fields.values(), name)])
 
     # -- events -------------------------------------------------------------------------------
-    def append(self, kind: str, stage: str | None = None, step: int | None = None, name: str | None = None,
+    def append(self, kind: EventKind, stage: str | None = None, step: int | None = None, name: str | None = None,
                value: float | None = None, now: bool = False, **data: Any) -> None:
         """Queue one event; `now=True` commits it (and everything queued) before returning."""
         row = (time.time(), stage, kind, step, name, value, json.dumps(data) if data else None)
@@ -138,7 +135,7 @@ class RunStore:
     def append_metrics(self, stage: str, step: int, metrics: dict[str, float]) -> None:
         """Queue one `metric` event per numeric value, TRL key names unchanged."""
         ts = time.time()
-        rows = [(ts, stage, "metric", step, k, float(v), None) for k, v in metrics.items()
+        rows = [(ts, stage, EventKind.METRIC, step, k, float(v), None) for k, v in metrics.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
         with self._lock:
             self._pending.extend(rows)
@@ -189,22 +186,22 @@ class RunStore:
     def final_metrics(self, stage: str) -> dict[str, float]:
         """The last value of every metric of a stage (training and eval), superseded rows ignored."""
         rows = self._read("SELECT name, value FROM events WHERE id IN (SELECT MAX(id) FROM events "
-                          "WHERE stage = ? AND kind IN ('metric', 'eval_result') AND superseded = 0 "
-                          "GROUP BY name)", (stage,))
+                          "WHERE stage = ? AND kind IN (?, ?) AND superseded = 0 GROUP BY name)",
+                          (stage, EventKind.METRIC, EventKind.EVAL_RESULT))
         return {n: v for n, v in rows}
 
     def last_step(self, stage: str) -> int | None:
-        rows = self._read("SELECT MAX(step) FROM events WHERE stage = ? AND kind = 'metric' AND superseded = 0",
-                          (stage,))
+        rows = self._read("SELECT MAX(step) FROM events WHERE stage = ? AND kind = ? AND superseded = 0",
+                          (stage, EventKind.METRIC))
         return rows[0][0]
 
     def supersede_after(self, stage: str, step: int) -> int:
         """Mark a stage's metrics past `step` as replaced (a resume re-runs those steps)."""
-        return self._write_now("UPDATE events SET superseded = 1 WHERE stage = ? AND kind = 'metric' "
-                               "AND step > ?", [(stage, step)])
+        return self._write_now("UPDATE events SET superseded = 1 WHERE stage = ? AND kind = ? AND step > ?",
+                               [(stage, EventKind.METRIC, step)])
 
     # -- decisions and commands ---------------------------------------------------------------
-    def decide(self, stage: str, decision: str, by: str, note: str | None = None) -> None:
+    def decide(self, stage: str, decision: Decision, by: str, note: str | None = None) -> None:
         """Record an operator's gate decision (approve/reject); the supervisor picks it up."""
         self._write_now("INSERT INTO decisions (ts, stage, decision, by, note) VALUES (?, ?, ?, ?, ?)",
                         [(time.time(), stage, decision, by, note)])

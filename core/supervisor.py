@@ -2,14 +2,13 @@
 
 It is the only writer of stage state. Started detached (own session, output to a file) by
 `start_detached`, or in the foreground by `cockpit run --batch`. Run it by hand as
-`python -m core.supervisor RUN_DIR [--gate-policy rules|approve|reject]`.
+`python -m cli.supervise RUN_DIR [--gate-policy rules|approve|reject]`.
 
 While a stage's worker runs, the next stage's interpreter is prestarted (`WarmWorker`, see
 core/worker_proc.py) and handed its spec when that stage starts; `COCKPIT_PRESTART=0` turns it off.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,13 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-from core import store as st
 from core.checkpoints import last_complete_checkpoint
 from core.config import Curriculum, StageSpec
+from core.events import RULES, RUN_ENDING_STAGE, STAGE_OK, EventKind, RunStatus, StageStatus, gate_outcome
 from core.gates import evaluate_gate, policy_decision
 from core.hardware import HardwareSampler
 from core.runs import RunPaths
+from core.store import RunStore
 from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
+from core.worker_spec import WorkerSpec
 
 EXIT_OOM = 75
 HEARTBEAT_S = 2.0
@@ -39,7 +40,7 @@ class Supervisor:
 
     def __init__(self, paths: RunPaths, gate_policy: str | None = None):
         self.paths = paths
-        self.store = st.RunStore(paths.db)
+        self.store = RunStore(paths.db)
         self.cur = Curriculum.model_validate(self.store.get_meta("config"))
         self.gate_policy = gate_policy
         self.hardware = HardwareSampler()
@@ -52,29 +53,29 @@ class Supervisor:
         """Run every unfinished stage; returns the run's final status."""
         self._install_signal_handlers()
         self._reap_orphaned_worker()
-        self.store.set_meta(status="running", supervisor_pid=os.getpid(), heartbeat=time.time())
-        status = "completed"
+        self.store.set_meta(status=RunStatus.RUNNING, supervisor_pid=os.getpid(), heartbeat=time.time())
+        status = RunStatus.COMPLETED
         try:
             for stage in self.cur.stages:
-                status_before = self.store.stage(stage.name)["status"]
-                if status_before in st.FINISHED_OK:
+                before = self.store.stage(stage.name)["status"]
+                if before in STAGE_OK:
                     continue
-                if status_before == st.GATE_PENDING and stage.gate and self.paths.stage_final(stage.name).exists():
+                if before == StageStatus.GATE_PENDING and stage.gate and self.paths.stage_final(stage.name).exists():
                     outcome = self._gate(stage)  # trained before the supervisor died; only the gate is left
                 else:
                     outcome = self.run_stage(stage)
-                if outcome not in st.FINISHED_OK:
-                    status = outcome if outcome in (st.GATE_FAILED, st.REJECTED, st.STOPPED) else "failed"
+                if outcome not in STAGE_OK:
+                    status = RunStatus(outcome) if outcome in RUN_ENDING_STAGE else RunStatus.FAILED
                     break
         except StopRequested:
-            status = st.STOPPED
+            status = RunStatus.STOPPED
         except BaseException as exc:
-            status = "failed"
-            self.store.append("log", now=True, level="error", message=f"supervisor error: {exc!r}")
+            status = RunStatus.FAILED
+            self.store.append(EventKind.LOG, now=True, level="error", message=f"supervisor error: {exc!r}")
             raise
         finally:
             self._drop_warm()
-            self.store.append("run_finished", status=status, now=True)
+            self.store.append(EventKind.RUN_FINISHED, status=status, now=True)
             self.store.set_meta(status=status, finished_at=time.time())
             self.store.close()
         return status
@@ -89,11 +90,11 @@ class Supervisor:
             if code == 0:
                 return self._finish_trained_stage(stage)
             if self._stop:
-                return self._finish(stage, st.STOPPED, "stopped by operator", code)
+                return self._finish(stage, StageStatus.STOPPED, "stopped by operator", code)
             if code != EXIT_OOM or retries >= self.cur.max_oom_retries or not self._can_halve(stage, overrides):
                 if code == EXIT_OOM:
                     reason = f"out of memory after {retries} retries; {reason}"
-                return self._finish(stage, st.FAILED, reason, code)
+                return self._finish(stage, StageStatus.FAILED, reason, code)
             retries += 1
             overrides = self._halved(stage, overrides)
             resume = self._resume_point(stage)
@@ -102,7 +103,7 @@ class Supervisor:
         final = self.paths.stage_final(stage.name)
         self.store.update_stage(stage.name, checkpoint=str(final) if final.exists() else None)
         if stage.gate is None:
-            return self._finish(stage, st.COMPLETED, None, 0)
+            return self._finish(stage, StageStatus.COMPLETED, None, 0)
         return self._gate(stage)
 
     # -- one worker ---------------------------------------------------------------------------
@@ -110,7 +111,7 @@ class Supervisor:
         row = self.store.stage(stage.name)
         attempt = row["attempt"] + 1
         spec_path = self._write_spec(stage, attempt, overrides, resume)
-        self.store.update_stage(stage.name, status=st.RUNNING, attempt=attempt, started_at=time.time(),
+        self.store.update_stage(stage.name, status=StageStatus.RUNNING, attempt=attempt, started_at=time.time(),
                                 finished_at=None, reason=None)
         log = self.paths.stage_log(stage.name)
         proc = self._take_warm(stage, spec_path, log)
@@ -118,7 +119,7 @@ class Supervisor:
         proc = proc or WorkerProcess.start(stage.kind, spec_path, log, stage.train.nproc,
                                            pinned_threads(stage.train.threads, stage.train.nproc))
         self.store.set_meta(worker_pgid=proc.pid)
-        self.store.append("log", stage=stage.name, now=True, level="info",
+        self.store.append(EventKind.LOG, stage=stage.name, now=True, level="info",
                           message=f"worker started (pid {proc.pid}, attempt {attempt}, {how} start)")
         self._prestart_next(stage, cold=how == "cold")
         code = self._watch(stage, proc)
@@ -159,7 +160,7 @@ class Supervisor:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""
         last_step, last_progress, stalled = None, time.monotonic(), False
         while (code := proc.wait(POLL_S)) is None:
-            self.store.append("hardware", stage=stage.name, **self.hardware.sample(proc.pid))
+            self.store.append(EventKind.HARDWARE, stage=stage.name, **self.hardware.sample(proc.pid))
             self._heartbeat()
             if self._stop_requested():
                 proc.terminate()
@@ -169,31 +170,26 @@ class Supervisor:
                 last_step, last_progress, stalled = step, time.monotonic(), False
             elif not stalled and time.monotonic() - last_progress > self.cur.stall_timeout_s:
                 stalled = True
-                self.store.append("stalled", stage=stage.name, step=step, now=True,
+                self.store.append(EventKind.STALLED, stage=stage.name, step=step, now=True,
                                   seconds=round(time.monotonic() - last_progress))
         self.store.flush()
         return code
 
     def _write_spec(self, stage: StageSpec, attempt: int, overrides: dict, resume: Path | None) -> Path:
         parent = self.paths.stage_final(stage.from_) if stage.from_ else None
-        spec = {
-            "run_dir": str(self.paths.root.resolve()), "db": str(self.paths.db.resolve()),
-            "stage": stage.model_dump(mode="json", by_alias=True), "model": self.cur.model.model_dump(mode="json"),
-            "attempt": attempt, "input_model": str(parent.resolve()) if parent else None,
-            "output_dir": str(self.paths.stage_dir(stage.name).resolve()),
-            "resume_from": str(resume) if resume else None, "train_overrides": overrides,
-        }
-        path = self.paths.stage_spec(stage.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(spec, indent=2))
-        return path
+        spec = WorkerSpec(
+            run_dir=str(self.paths.root.resolve()), db=str(self.paths.db.resolve()), stage=stage,
+            model=self.cur.model, attempt=attempt, input_model=str(parent.resolve()) if parent else None,
+            output_dir=str(self.paths.stage_dir(stage.name).resolve()),
+            resume_from=str(resume) if resume else None, train_overrides=overrides)
+        return spec.write(self.paths.stage_spec(stage.name))
 
     # -- resume and OOM -----------------------------------------------------------------------
     def _reap_orphaned_worker(self) -> None:
         """A worker left by a dead supervisor keeps training; stop it before resuming its stage."""
         pgid = self.store.get_meta("worker_pgid")
         if pgid and WorkerProcess.group_alive(pgid):
-            self.store.append("log", now=True, level="warning",
+            self.store.append(EventKind.LOG, now=True, level="warning",
                               message=f"stopping worker group {pgid} left by a dead supervisor")
             WorkerProcess.terminate_group(pgid)
 
@@ -203,11 +199,11 @@ class Supervisor:
         if ckpt is None:
             if self.store.last_step(stage.name) is not None:
                 self.store.supersede_after(stage.name, 0)
-                self.store.append("resumed", stage=stage.name, step=0, now=True, from_checkpoint=None)
+                self.store.append(EventKind.RESUMED, stage=stage.name, step=0, now=True, from_checkpoint=None)
             return None
         step = int(ckpt.name.rsplit("-", 1)[1])
         self.store.supersede_after(stage.name, step)
-        self.store.append("resumed", stage=stage.name, step=step, now=True, from_checkpoint=str(ckpt))
+        self.store.append(EventKind.RESUMED, stage=stage.name, step=step, now=True, from_checkpoint=str(ckpt))
         return ckpt
 
     def _can_halve(self, stage: StageSpec, overrides: dict) -> bool:
@@ -217,30 +213,29 @@ class Supervisor:
         batch = overrides.get("batch_size", stage.train.batch_size) // 2
         accum = overrides.get("grad_accum", stage.train.grad_accum) * 2
         attempt = self.store.stage(stage.name)["attempt"] + 1
-        self.store.append("oom_retry", stage=stage.name, now=True, batch_size=batch, grad_accum=accum,
+        self.store.append(EventKind.OOM_RETRY, stage=stage.name, now=True, batch_size=batch, grad_accum=accum,
                           attempt=attempt)
         return {"batch_size": batch, "grad_accum": accum}
 
     # -- gates --------------------------------------------------------------------------------
     def _gate(self, stage: StageSpec) -> str:
         report = evaluate_gate(stage.gate, stage.name, self._metrics_so_far(stage))
-        self.store.update_stage(stage.name, status=st.GATE_PENDING)
+        self.store.update_stage(stage.name, status=StageStatus.GATE_PENDING)
         pending_ts = time.time()
-        self.store.append("gate_pending", stage=stage.name, now=True, **_without(report.to_dict(), "stage"))
+        pending = report.pending_data()
+        self.store.append(EventKind.GATE_PENDING, stage=stage.name, now=True, **pending)
         if stage.gate.approval == "auto":
-            decision, by, note = ("pass" if report.passed else "fail"), "rules", None
+            decision, by, note = report.decision, RULES, None
         elif self.gate_policy:
             decision, by, note = policy_decision(report, self.gate_policy), f"policy:{self.gate_policy}", None
             self.store.decide(stage.name, decision, by, note)
         else:
             decision, by, note = self._wait_for_decision(stage.name, pending_ts)
         seen = {r.metric: r.value for r in report.rules}
-        self.store.append("gate_decided", stage=stage.name, now=True, decision=decision, by=by, note=note,
-                          metrics=seen, rules=report.to_dict()["rules"])
-        if decision in ("pass", "approve"):
-            return self._finish(stage, st.PASSED, None, 0)
-        status = st.REJECTED if decision == "reject" else st.GATE_FAILED
-        return self._finish(stage, status, f"gate {decision} by {by}", 0)
+        self.store.append(EventKind.GATE_DECIDED, stage=stage.name, now=True, decision=decision, by=by, note=note,
+                          metrics=seen, rules=pending["rules"])
+        status = gate_outcome(decision, by)
+        return self._finish(stage, status, None if status == StageStatus.PASSED else f"gate {decision} by {by}", 0)
 
     def _wait_for_decision(self, stage: str, since: float) -> tuple[str, str, str | None]:
         while True:
@@ -259,7 +254,7 @@ class Supervisor:
     # -- bookkeeping --------------------------------------------------------------------------
     def _finish(self, stage: StageSpec, status: str, reason: str | None, code: int) -> str:
         self.store.update_stage(stage.name, status=status, finished_at=time.time(), reason=reason)
-        self.store.append("stage_finished", stage=stage.name, now=True, status=status, reason=reason,
+        self.store.append(EventKind.STAGE_FINISHED, stage=stage.name, now=True, status=status, reason=reason,
                           exit_code=code)
         return status
 
@@ -271,7 +266,7 @@ class Supervisor:
     def _stop_requested(self) -> bool:
         if "stop" in self.store.take_commands():
             self._stop = True
-            self.store.append("log", now=True, level="warning", message="stop requested")
+            self.store.append(EventKind.LOG, now=True, level="warning", message="stop requested")
         return self._stop
 
     def _install_signal_handlers(self) -> None:
@@ -282,30 +277,12 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def _without(data: dict, key: str) -> dict:
-    return {k: v for k, v in data.items() if k != key}
-
-
 def start_detached(paths: RunPaths, gate_policy: str | None = None) -> int:
     """Start a supervisor for `paths` in its own session (survives the terminal); returns its pid."""
-    cmd = [sys.executable, "-m", "core.supervisor", str(paths.root)]
+    cmd = [sys.executable, "-m", "cli.supervise", str(paths.root)]
     if gate_policy:
         cmd += ["--gate-policy", gate_policy]
     with open(paths.supervisor_log, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, env=worker_env())
     return proc.pid
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m core.supervisor", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--gate-policy", choices=("rules", "approve", "reject"))
-    args = parser.parse_args(argv)
-    status = Supervisor(RunPaths(args.run_dir), args.gate_policy).run()
-    return 0 if status == "completed" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """A stage worker as a subprocess: its own process group, output to a log file, never a pipe.
 
-A worker starts cold (`python -m workers.<kind> spec.json`) or warm: `WarmWorker` prestarts
+A worker starts cold (`python -m workers.stages.<kind> spec.json`, the module core.kinds names) or warm: `WarmWorker` prestarts
 `python -m workers.warm <kind>` while the previous stage trains; it does the heavy imports on idle CPU
 only (SCHED_IDLE as root, else nice +10), then blocks on its stdin (the handoff channel) until
 `handoff` sends the spec and it becomes the stage's worker. `COCKPIT_PRESTART=0` turns prestarting
@@ -16,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.kinds import KINDS
 
 TERM_GRACE_S = 10.0
 
@@ -166,11 +168,11 @@ def worker_env(threads: int | None = None) -> dict[str, str]:
 
 
 def worker_command(kind: str, spec: Path, nproc: int) -> list[str]:
-    """`python -m workers.<kind> spec`, under torchrun when the stage wants several processes."""
+    """`python -m <the kind's worker module> spec`, under torchrun when the stage wants several processes."""
     if nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", f"workers.{kind}", str(spec)]
-    return [sys.executable, "-m", f"workers.{kind}", str(spec)]
+                "-m", KINDS[kind].worker, str(spec)]
+    return [sys.executable, "-m", KINDS[kind].worker, str(spec)]
 
 
 def exit_reason(code: int, log: Path, lines: int = 5) -> str | None:

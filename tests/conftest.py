@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import StageSpec
+from core.kinds import KINDS
 from core.store import RunStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,14 +28,14 @@ class WorkerRun:
         RunStore.create(root / "run.db", {"id": root.name, "name": "test"}, []).close()
 
     def spec(self, name: str, kind: str, input_model: str | None = None, resume_from: str | None = None,
-             overrides: dict | None = None, attempt: int = 1, **stage) -> Path:
+             overrides: dict | None = None, attempt: int = 1, model: dict | None = None, **stage) -> Path:
         stage.setdefault("train", {})
         stage["train"] = {**TINY_TRAIN, **stage["train"]}
         dump = StageSpec.model_validate({"name": name, "kind": kind, **stage}).model_dump(mode="json", by_alias=True)
         out = self.root / "stages" / name
         out.mkdir(parents=True, exist_ok=True)
         spec = {"run_dir": str(self.root), "db": str(self.root / "run.db"), "stage": dump,
-                "model": {"base": "builtin:tiny-qwen3", "backend": "auto", "trust_remote_code": False},
+                "model": {"base": "builtin:tiny-qwen3", "backend": "auto", "trust_remote_code": False, **(model or {})},
                 "attempt": attempt, "input_model": input_model, "output_dir": str(out),
                 "resume_from": resume_from, "train_overrides": overrides or {}}
         path = out / f"spec-{attempt}.json"
@@ -44,7 +45,7 @@ class WorkerRun:
     def run(self, kind: str, spec: Path, env: dict | None = None, nproc: int = 1, timeout: int = 300):
         head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
             if nproc > 1 else [sys.executable]
-        return subprocess.run(head + ["-m", f"workers.{kind}", str(spec)], cwd=ROOT, capture_output=True,
+        return subprocess.run(head + ["-m", KINDS[kind].worker, str(spec)], cwd=ROOT, capture_output=True,
                               text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
     def store(self) -> RunStore:
@@ -52,6 +53,18 @@ class WorkerRun:
 
     def final(self, name: str) -> Path:
         return self.root / "stages" / name / "final"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need a CUDA device: skipped (not failed) on a machine without one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

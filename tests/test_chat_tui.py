@@ -5,7 +5,7 @@ import pytest
 from textual.app import App
 from textual.widgets import Input, OptionList, SelectionList, Static
 
-from core.chat import chat_history
+from core.chat_client import chat_history
 from core.runs import find_run
 from core.targets import resolve_target
 from tiny_lineage import chat_worker, lineage_runs  # noqa: F401  (fixtures: worker, runs)

@@ -60,7 +60,15 @@ stages:
      "     gate: {require: {eval/accuracy: {min_of: later}}}}\n", 4, "min_of", "earlier stage"),
     ("name: t\nstages:\n  - {name: a, kind: sft\n", 4, None, "malformed YAML"),
     ("name: t\nstages:\n  - {name: a, kind: sft, data: 'builtin:arithmetic-chat',\n     on_policy: {samples: 4}}\n",
-     4, "stages.0.on_policy", "for dpo and grpo"),
+     4, "stages.0.on_policy", "read by dpo and grpo stages"),
+    ("name: t\nstages:\n  - {name: a, kind: sft, data: 'builtin:arithmetic-chat', loss: ipo}\n", 3, "stages.0.loss",
+     "loss is read by dpo stages, not sft"),
+    ("name: t\nstages:\n  - {name: a, kind: sft, data: 'builtin:arithmetic-chat', eval: true,\n"
+     "     gate: {require: {eval/acuracy: {min: 0.5}}}}\n", 4, "gate.require.eval/acuracy", "did you mean 'eval/accuracy'"),
+    ("name: t\nstages:\n  - {name: a, kind: dpo, data: 'builtin:arithmetic-preference',\n"
+     "     gate: {require: {reward: {min: 0.5}}}}\n", 4, "gate.require.reward", "a dpo stage never records 'reward'"),
+    ("name: t\nstages:\n  - {name: a, kind: sft, data: 'builtin:arithmetic-chat',\n"
+     "     gate: {require: {eval/accuracy: {min: 0.5}}}}\n", 4, "gate.require.eval/accuracy", "has no eval: to record it"),
 ])
 def test_bad_config_names_file_line_and_field(tmp_path, body, line, field, words):
     path = write(tmp_path, body)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def cockpit(*args, runs: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args, "--runs-dir", str(runs)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args, "--runs-dir", str(runs)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

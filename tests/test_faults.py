@@ -34,7 +34,7 @@ def config(tmp_path: Path, steps=60, save=10, stall=600, extra: str = "") -> Pat
 
 
 def cockpit(*args, runs: Path, env: dict | None = None, wait=True, **popen):
-    cmd = [sys.executable, "-m", "tui.cli", *args, "--runs-dir", str(runs)]
+    cmd = [sys.executable, "-m", "cli.main", *args, "--runs-dir", str(runs)]
     full_env = {**os.environ, **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -88,9 +88,11 @@ def test_killed_worker_fails_with_reason_then_resumes_from_last_complete_checkpo
     show = json.loads(cockpit("show", "latest", "--json", runs=runs).stdout)
     assert show["stages"][0]["status"] == "failed"
     assert "SIGKILL" in show["stages"][0]["reason"]
-    killed_at = max(loss_steps(run))
+    checkpoints = run / "stages" / "pretrain" / "checkpoints"
+    # the kill may land after a checkpoint's rename but before its step's loss reached the store
+    killed_at = max(loss_steps(run) + [int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")])
     # a half-written checkpoint past the last complete one must never be chosen
-    partial = run / "stages" / "pretrain" / "checkpoints" / f"checkpoint-{killed_at + 1}"
+    partial = checkpoints / f"checkpoint-{killed_at + 1}"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half")
     expected = last_complete_checkpoint(partial.parent)

@@ -1,10 +1,16 @@
 """Gates: absolute rules, no-regression and rise rules against earlier stages, manual decisions by policy."""
+import signal
+
 import pytest
 from pydantic import ValidationError
 
-from core.config import GateSpec, Rule, load_curriculum
+from core.config import Curriculum, GateSpec, Rule, load_curriculum
 from core.errors import ConfigError
+from core.events import EventKind
 from core.gates import evaluate_gate, policy_decision
+from core.runs import create_run
+from core.store import RunStore
+from core.supervisor import Supervisor
 
 
 def gate(require, approval="auto"):
@@ -89,3 +95,30 @@ def test_gain_with_tolerance_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="gain and tolerance") as info:
         load_curriculum(path)
     assert f"{path}:5" in str(info.value)
+
+
+@pytest.fixture
+def signal_handlers():
+    """The supervisor installs its own SIGTERM/SIGINT/SIGHUP handlers: give pytest its own back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("accuracy, decision, stage_status, run_status", [
+    (0.95, "approve", "passed", "completed"), (0.5, "reject", "gate_failed", "gate_failed")])
+def test_an_auto_gate_records_the_rules_decision_as_approve_or_reject(tmp_path, signal_handlers, accuracy, decision,
+                                                                      stage_status, run_status):
+    cur = Curriculum.model_validate({"name": "g", "model": {"base": "builtin:tiny-qwen3"}, "stages": [
+        {"name": "final", "kind": "merge", "gate": {"require": {"eval/accuracy": {"min": 0.9}}}}]})
+    paths = create_run(cur, tmp_path / "g.yaml", tmp_path)
+    paths.stage_final("final").mkdir(parents=True)  # trained before a supervisor died: only the gate is left
+    with RunStore(paths.db) as store:
+        store.update_stage("final", status="gate_pending")
+        store.append(EventKind.EVAL_RESULT, stage="final", name="eval/accuracy", value=accuracy, now=True)
+    assert Supervisor(paths).run() == run_status
+    with RunStore(paths.db) as store:
+        decided = store.events(kinds=[EventKind.GATE_DECIDED])[0].data
+        assert (decided["decision"], decided["by"]) == (decision, "rules")
+        assert store.stage("final")["status"] == stage_status

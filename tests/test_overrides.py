@@ -10,7 +10,7 @@ from core.errors import ConfigError
 from core.launch import new_run
 from core.overrides import apply_overrides, parse_override
 from core.status import summarize
-from tui.cli import main
+from cli.main import main
 
 MINI = Path(__file__).resolve().parent / "data" / "mini.yaml"
 

@@ -72,7 +72,7 @@ def events(run: Path, kind: str, **kw):
 
 
 def cockpit(*args, runs: Path, env: dict, wait: bool = True):
-    cmd = [sys.executable, "-m", "tui.cli", *args, "--runs-dir", str(runs)]
+    cmd = [sys.executable, "-m", "cli.main", *args, "--runs-dir", str(runs)]
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

@@ -5,7 +5,7 @@ import json
 import pytest
 from rich.console import Console
 
-from core.render import run_report
+from cli.tables import run_report
 from core.runs import RunPaths
 from core.status import summarize, verdict
 from core.store import RunStore

@@ -10,7 +10,7 @@ from core.config import load_curriculum
 
 from core.store import RunStore
 from tui.app import CockpitApp
-from tui.recorded import DEMO, T0, FakeClock, build_recorded_run, wait_until
+from recorded import DEMO, T0, FakeClock, build_recorded_run, wait_until
 from tui.screens.dialogs import ConfirmScreen, HelpScreen
 from tui.screens.gate import GateScreen, history_table
 from tui.screens.run import RunScreen

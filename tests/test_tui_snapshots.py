@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from tui.app import CockpitApp
-from tui.recorded import T0, FakeClock, build_recorded_run, wait_until
+from recorded import T0, FakeClock, build_recorded_run, wait_until
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen

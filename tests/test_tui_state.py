@@ -1,11 +1,13 @@
-"""The TUI's folding of store events (no Textual): bounded series, resumes, gates, progress."""
+"""The folding of store events behind the run screen (no Textual): bounded series, resumes, gates, progress."""
 import pytest
 
+from core.events import EventKind
+from core.run_state import RunState
 from core.store import Event, RunStore
 from tui.poller import LogTail, RunPoller
-from tui.recorded import build_recorded_run
+from recorded import build_recorded_run
 from tui.series import Series
-from tui.state import RunState
+from tui.state import ChartSeries
 
 
 def test_series_stays_bounded_and_keeps_the_shape():
@@ -31,14 +33,15 @@ def _ev(i, kind, stage="sft", step=None, name=None, value=None, **data):
 
 
 def test_resumed_drops_that_stages_later_points_only():
-    state = RunState()
+    state, charts = RunState(), ChartSeries()
     state.set_stages([{"idx": 0, "name": "pretrain", "kind": "pretrain", "total_steps": 100},
                       {"idx": 1, "name": "sft", "kind": "sft", "total_steps": 100}])
-    events = [_ev(1, "metric", "pretrain", 100, "loss", 2.0)]
-    events += [_ev(1 + s, "metric", "sft", s, "loss", 1.0) for s in range(10, 60, 10)]
-    events += [_ev(20, "resumed", "sft", 30, from_checkpoint="x")]
+    events = [_ev(1, EventKind.METRIC, "pretrain", 100, "loss", 2.0)]
+    events += [_ev(1 + s, EventKind.METRIC, "sft", s, "loss", 1.0) for s in range(10, 60, 10)]
+    events += [_ev(20, EventKind.RESUMED, "sft", 30, from_checkpoint="x")]
     state.fold(events)
-    assert state.series["loss"].view().xs == (100.0, 110.0, 120.0, 130.0)
+    charts.fold(events, state)
+    assert charts.series["loss"].view().xs == (100.0, 110.0, 120.0, 130.0)
     assert state.progress["sft"].step == 30
 
 
@@ -74,7 +77,7 @@ def test_log_tail_reads_only_whole_new_lines(tmp_path):
 
 
 def _eval(i, stage, value, fmt=None, name="eval/accuracy"):
-    return _ev(i, "eval_result", stage, None, name, value, **({"format": fmt} if fmt else {}))
+    return _ev(i, EventKind.EVAL_RESULT, stage, None, name, value, **({"format": fmt} if fmt else {}))
 
 
 def test_stage_views_carry_accuracy_and_its_change_against_the_parent():
@@ -86,7 +89,7 @@ def test_stage_views_carry_accuracy_and_its_change_against_the_parent():
                       {"idx": 4, "name": "final", "kind": "merge", "from_stage": "grpo", "status": "waiting"}])
     state.fold([_eval(1, "pretrain", 0.004, "text"), _eval(2, "sft", 0.90, "chat"), _eval(3, "dpo", 0.912, "chat"),
                 _eval(4, "grpo", 0.895, "chat"), _eval(5, "grpo", 1.5, "chat", "eval/perplexity")])
-    views = {s.name: s for s in state.snapshot("r").stages}
+    views = {s.name: s for s in state.view("r").stages}
     assert views["pretrain"].accuracy == 0.004 and views["pretrain"].deltas == ()
     sft = views["sft"].delta("eval/accuracy")
     assert sft.value is None and sft.reason == "pretrain measured it as text, sft as chat"
@@ -103,8 +106,8 @@ def test_thresholds_use_the_gate_arithmetic_including_gain():
     gate = {"require": {"eval/accuracy": {"min_of": "sft", "gain": 0.01},
                         "eval/perplexity": {"max_of": "sft", "tolerance": 0.5, "max": 3.0}}}
     state.set_meta({"config": {"stages": [{"name": "sft"}, {"name": "grpo", "gate": gate}]}})
-    before = [(t.metric, t.bound, t.value) for t in state.snapshot("r").thresholds]
+    before = [(t.metric, t.bound, t.value) for t in state.view("r").thresholds]
     assert before == [("eval/perplexity", "max", 3.0)]  # relative bounds wait for sft's values
     state.fold([_eval(1, "sft", 0.9), _eval(2, "sft", 2.0, name="eval/perplexity")])
-    after = sorted((t.metric, t.bound, round(t.value, 9)) for t in state.snapshot("r").thresholds)
+    after = sorted((t.metric, t.bound, round(t.value, 9)) for t in state.view("r").thresholds)
     assert after == [("eval/accuracy", "min", 0.91), ("eval/perplexity", "max", 2.5), ("eval/perplexity", "max", 3.0)]

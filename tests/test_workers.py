@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import WorkerRun
+from core.kinds import KINDS
 
 EVAL = {"max_samples": 16, "batch_size": 16}
 MINE = {"prompts": 8, "samples": 4, "max_new_tokens": 6}
@@ -148,3 +149,14 @@ def test_eval_stage_writes_accuracy(chain):
     assert 0.0 <= evals["eval/accuracy"].value <= 1.0
     assert evals["eval/accuracy"].data["samples"] == 16 and evals["eval/accuracy"].data["format"] == "chat"
     assert len(evals["eval/accuracy"].data["examples"]) == 5
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_the_registry_declares_every_metric_a_stage_records(chain, stage):
+    chain(stage)
+    kind = KINDS[STAGES[stage]["kind"]]
+    recorded = set(metrics(chain.run, stage))
+    with chain.run.store() as store:
+        recorded |= set(store.final_metrics(stage))
+    undeclared = sorted(m for m in recorded if not kind.emits(m, on_policy="on_policy" in STAGES[stage]))
+    assert recorded and undeclared == []

@@ -3,7 +3,7 @@ checkpoints, dpo adapter chained on sft. Adapters are random LoRA (non-zero B) s
 
 Layout follows the contract: stages/<stage>/final/ (+cockpit.json), checkpoints/checkpoint-<step>/
 (+trainer_state.json), spec.json with input_model. The sft stage records eval results the way a
-training worker does (workers.evaluate.evaluate on the live PeftModel).
+training worker does (workers.heldout.evaluate on the live PeftModel).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config import EvalSpec
 from core.store import RunStore
 
 EVAL = {"data": "builtin:arithmetic-eval", "metrics": ["accuracy", "perplexity"], "max_samples": 24,
@@ -73,10 +74,10 @@ def _write_spec(root: Path, name: str, kind: str, input_model: str | None) -> No
 
 def _record_eval(root: Path, stage: str, model, base: Path, step: int) -> None:
     """What workers.common.record_eval does at the end of a stage."""
-    from workers.evaluate import evaluate
+    from workers.heldout import evaluate
     from workers.modeling import load_tokenizer
 
-    results = evaluate(model, load_tokenizer(str(base)), EVAL, "sft")
+    results = evaluate(model, load_tokenizer(str(base)), EvalSpec.model_validate(EVAL), "sft")
     with RunStore(root / "run.db") as store:
         for name, (value, data) in results.items():
             store.append("eval_result", stage=stage, step=step, name=name, value=value, now=True, **data)
@@ -105,7 +106,7 @@ def shared_lineage(tmp_path_factory) -> Path:
 
 def shared_worker(config):
     """One chat worker per test process (starting one costs seconds of imports), closed at the end."""
-    from core.chat import ChatWorker
+    from core.chat_client import ChatWorker
 
     if "worker" not in _BUILT:
         _BUILT["worker"] = ChatWorker().start()

@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from core.chat import ChatSession, ChatWorker, GenerationSettings, Reply
+from core.chat_client import ChatSession, ChatWorker, GenerationSettings, Reply
 from core.runs import RunPaths
 from core.targets import Target, run_targets
 
@@ -27,7 +27,9 @@ STREAM_FLUSH_S = 0.03  # coalesce streamed text into at most ~30 screen updates 
 
 
 @dataclass
-class TargetsListed(Message):
+class ChatTargetsListed(Message):
+    """The targets the chat can switch to, and the one it talks to now."""
+
     targets: list[Target]
     current: Target
 
@@ -121,7 +123,7 @@ class ChatScreen(Screen):
             self.post_message(ChatFailed(str(exc)))
             return
         paths = target.run_paths
-        self.post_message(TargetsListed(run_targets(paths) if paths else [target], target))
+        self.post_message(ChatTargetsListed(run_targets(paths) if paths else [target], target))
         self._load_now(target)
 
     @work(thread=True, exclusive=True, group="chat-load", exit_on_error=False)
@@ -162,7 +164,7 @@ class ChatScreen(Screen):
         self.post_message(ReplyFinished(reply))
 
     # -- handlers: the only code touching widgets ---------------------------------------------
-    def on_targets_listed(self, message: TargetsListed) -> None:
+    def on_chat_targets_listed(self, message: ChatTargetsListed) -> None:
         self._targets = message.targets
         options = self.query_one("#chat-targets", OptionList)
         options.clear_options()

@@ -17,9 +17,8 @@ from textual.worker import Worker, WorkerState
 from textual.widgets import Footer, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
-from core.chat import ChatWorker
-from core.compare import CompareResult, prompt_set, run_compare
-from core.compare_render import metrics_table, outputs_table
+from core.chat_client import ChatWorker, CompareResult, prompt_set, run_compare
+from tui.compare_tables import metrics_table, outputs_table
 from core.runs import RunPaths
 from core.targets import MAX_COMPARED, Target, lineage_targets, run_targets
 
@@ -27,7 +26,9 @@ SHOWN_PROMPTS = 20
 
 
 @dataclass
-class TargetsListed(Message):
+class CompareTargetsListed(Message):
+    """The run's targets are known; `chosen` are the ones preselected (the lineage)."""
+
     targets: list[Target]
     chosen: list[int]
 
@@ -91,7 +92,7 @@ class CompareScreen(Screen):
     def _list_targets(self) -> None:
         targets = run_targets(self.run)
         lineage = {t.path for t in lineage_targets(self.run)}
-        self.post_message(TargetsListed(targets, [i for i, t in enumerate(targets) if t.path in lineage]))
+        self.post_message(CompareTargetsListed(targets, [i for i, t in enumerate(targets) if t.path in lineage]))
 
     @work(thread=True, exclusive=True, group="compare-run", exit_on_error=False)
     def _compare(self, targets: list[Target]) -> None:
@@ -105,7 +106,7 @@ class CompareScreen(Screen):
             self.post_message(CompareFailed(str(exc)))
 
     # -- handlers -----------------------------------------------------------------------------
-    def on_targets_listed(self, message: TargetsListed) -> None:
+    def on_compare_targets_listed(self, message: CompareTargetsListed) -> None:
         self._targets = message.targets
         selection = self.query_one("#compare-targets", SelectionList)
         selection.clear_options()

@@ -1,18 +1,20 @@
 """Small text helpers shared by the screens: numbers, sizes, durations, stage states."""
 from __future__ import annotations
 
-STATUS_LOOK = {  # status -> (glyph, words, style)
-    "waiting": ("·", "waiting", "dim"),
-    "running": ("▶", "running", "bold $accent"),
-    "gate_pending": ("⏸", "gate pending", "bold $warning"),
-    "passed": ("✓", "passed", "$success"),
-    "completed": ("✓", "completed", "$success"),
-    "failed": ("✗", "failed", "bold $error"),
-    "gate_failed": ("✗", "gate failed", "bold $error"),
-    "rejected": ("⊘", "rejected", "bold $error"),
-    "stopped": ("■", "stopped", "$warning"),
-    "interrupted": ("!", "interrupted", "$warning"),
-    "created": ("·", "created", "dim"),
+from core.events import RunStatus, StageStatus
+
+STATUS_LOOK = {  # stage or run status -> (glyph, words, style)
+    StageStatus.WAITING: ("·", "waiting", "dim"),
+    StageStatus.RUNNING: ("▶", "running", "bold $accent"),
+    StageStatus.GATE_PENDING: ("⏸", "gate pending", "bold $warning"),
+    StageStatus.PASSED: ("✓", "passed", "$success"),
+    StageStatus.COMPLETED: ("✓", "completed", "$success"),
+    StageStatus.FAILED: ("✗", "failed", "bold $error"),
+    StageStatus.GATE_FAILED: ("✗", "gate failed", "bold $error"),
+    StageStatus.REJECTED: ("⊘", "rejected", "bold $error"),
+    StageStatus.STOPPED: ("■", "stopped", "$warning"),
+    StageStatus.INTERRUPTED: ("!", "interrupted", "$warning"),
+    RunStatus.CREATED: ("·", "created", "dim"),
 }
 SEVERITY_STYLE = {"info": "", "good": "$success", "warn": "$warning", "error": "bold $error"}
 

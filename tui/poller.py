@@ -1,13 +1,14 @@
-"""Reads one run's store and worker log, folding new rows into a RunState (runs in a thread)."""
+"""Reads one run's store and worker log, folding new rows into a RunState and chart series (runs in a thread)."""
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from pathlib import Path
 
+from core.events import RUN_TERMINAL, STAGE_ACTIVE, StageStatus
+from core.run_state import RunState
 from core.runs import RunPaths
 from core.store import RunStore
-from tui.state import RunSnapshot, RunState
+from tui.state import ChartSeries, RunSnapshot, snapshot
 
 CHUNK = 50_000          # events read per query, so attaching to a huge run stays responsive
 LOG_LINES = 1000        # lines of a worker log kept for the screen
@@ -55,6 +56,7 @@ class RunPoller:
         self.paths = paths
         self.store = RunStore(paths.db)
         self.state = RunState()
+        self.charts = ChartSeries()
         self.follow: str | None = None  # stage whose log to tail; None follows the active stage
         self._log = LogTail(None)
         self._log_stage: str | None = None
@@ -70,6 +72,7 @@ class RunPoller:
         for _ in range(max_chunks):
             events = self.store.events(after_id=self.state.last_event_id, limit=CHUNK)
             self.state.fold(events)
+            self.charts.fold(events, self.state)
             self.behind = len(events) >= CHUNK
             if not self.behind:
                 break
@@ -83,17 +86,13 @@ class RunPoller:
         return self._snapshot(decision)
 
     @property
-    def caught_up(self) -> bool:
-        return self.state.last_event_id >= self.store.last_event_id()
-
-    @property
     def finished(self) -> bool:
-        return self.state.meta.get("status") in ("completed", "failed", "gate_failed", "stopped", "interrupted")
+        """The run has ended (completed, failed, rejected, ...): poll it slowly."""
+        return self.state.meta.get("status") in RUN_TERMINAL
 
     def _snapshot(self, decision: dict[str, str]) -> RunSnapshot:
-        snap = self.state.snapshot(self.paths.id, decision)
-        return dataclasses.replace(snap, log_stage=self._log_stage, log_lines=tuple(self._log.lines),
-                                   log_total=self._log.total)
+        return snapshot(self.state.view(self.paths.id, decision), self.charts.views(), self._log_stage,
+                        tuple(self._log.lines), self._log.total)
 
     def _tail_log(self) -> bool:
         stage = self.follow or self._active_stage()
@@ -105,9 +104,9 @@ class RunPoller:
     def _active_stage(self) -> str | None:
         """The running stage, else the last one that wrote a log, else the last one that started."""
         rows = self.state.stage_rows
-        active = [r["name"] for r in rows if r.get("status") in ("running", "gate_pending")]
+        active = [r["name"] for r in rows if r.get("status") in STAGE_ACTIVE]
         logged = [r["name"] for r in rows if self.paths.stage_log(r["name"]).exists()]
-        started = [r["name"] for r in rows if r.get("started_at") or r.get("status") not in (None, "waiting")]
+        started = [r["name"] for r in rows if r.get("started_at") or r.get("status") not in (None, StageStatus.WAITING)]
         return (active or logged or started or [None])[-1]
 
     def _decision_sent(self) -> dict[str, str]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from core.events import EventKind
+
 
 class StoreCallback(TrainerCallback):
     """Writes `metric` and `checkpoint_saved` events (rank 0) and moves complete checkpoints.
@@ -44,7 +46,7 @@ class StoreCallback(TrainerCallback):
             shutil.rmtree(target)
         os.rename(written, target)
         if self.store is not None:
-            self.store.append("checkpoint_saved", stage=self.stage, step=step, now=True,
+            self.store.append(EventKind.CHECKPOINT_SAVED, stage=self.stage, step=step, now=True,
                               path=str(target), complete=True)
 
 

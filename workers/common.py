@@ -12,26 +12,28 @@ import sys
 import traceback
 from pathlib import Path
 
+from core.config import EvalSpec
+from core.errors import SpecError, UserError
+from core.events import EventKind
+from core.worker_spec import WorkerSpec, read_spec
+from workers.modeling import count_params, load_full, load_tokenizer, resolve_source
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM = 0, 1, 2, 75
 QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
              "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 WARM_START = False  # set by workers.warm when this interpreter was prestarted before its spec existed
 
 
-class SpecError(ValueError):
-    """A spec.json that cannot be run (exit code 2)."""
-
-
 class Stage:
-    """One worker's view of its stage: spec fields, paths, rank, and the event store (rank 0 only)."""
+    """One worker's view of its stage: the typed spec, paths, rank, and the event store (rank 0 only)."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: WorkerSpec):
         self.spec = spec
-        self.stage = spec["stage"]
-        self.name, self.kind = self.stage["name"], self.stage["kind"]
-        self.train = {**self.stage["train"], **(spec.get("train_overrides") or {})}
-        self.lora = self.stage.get("lora") or None
-        self.output_dir = Path(spec["output_dir"])
+        self.config = spec.stage
+        self.name, self.kind = self.config.name, self.config.kind
+        self.train = spec.train()
+        self.lora = self.config.lora or None
+        self.output_dir = Path(spec.output_dir)
         self.scratch = self.output_dir / ".scratch"
         self.checkpoints = self.output_dir / "checkpoints"
         self.rank = int(os.environ.get("RANK", "0"))
@@ -43,15 +45,15 @@ class Stage:
         if self.rank == 0:
             from core.store import RunStore
 
-            self.store = RunStore(self.spec["db"])
+            self.store = RunStore(self.spec.db)
             self.store.start_autoflush()
 
     def log(self, message: str, level: str = "info") -> None:
         print(f"[{level}] {message}", flush=True)
         if self.store is not None:
-            self.store.append("log", stage=self.name, now=level == "error", level=level, message=message)
+            self.store.append(EventKind.LOG, stage=self.name, now=level == "error", level=level, message=message)
 
-    def emit(self, kind: str, **fields) -> None:
+    def emit(self, kind: EventKind, **fields) -> None:
         if self.store is not None:
             self.store.append(kind, stage=self.name, now=True, **fields)
 
@@ -66,15 +68,13 @@ class Stage:
     def rows_needed(self) -> int:
         """Rows the configured steps consume; data beyond that is not tokenized."""
         t = self.train
-        return t["steps"] * t["batch_size"] * t["grad_accum"] * self.world_size
+        return t.steps * t.batch_size * t.grad_accum * self.world_size
 
-    def eval_spec(self) -> dict | None:
-        """The stage's EvalSpec dump (eval: true means the defaults), or None."""
-        ev = self.stage.get("eval")
+    def eval_spec(self) -> EvalSpec | None:
+        """The stage's EvalSpec (an eval stage without one evaluates with the defaults), or None."""
+        ev = self.config.eval
         if ev is True or (ev is None and self.kind == "eval"):
-            from core.config import EvalSpec
-
-            return EvalSpec().model_dump(mode="json")
+            return EvalSpec()
         return ev or None
 
     def close(self) -> None:
@@ -82,25 +82,14 @@ class Stage:
             self.store.close()
 
 
-def read_spec(argv: list[str]) -> dict:
-    if len(argv) != 2:
-        raise SpecError("usage: python -m workers.<kind> <spec.json>")
-    try:
-        spec = json.loads(Path(argv[1]).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SpecError(f"cannot read spec {argv[1]}: {exc}") from None
-    missing = [k for k in ("run_dir", "db", "stage", "model", "output_dir") if k not in spec]
-    if missing:
-        raise SpecError(f"spec {argv[1]} lacks {', '.join(missing)}")
-    return spec
-
-
 def entry(main) -> int:
     """Run `main(stage)` for the spec named on the command line; map failures to exit codes."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     try:
-        stage = Stage(read_spec(sys.argv))
+        if len(sys.argv) != 2:
+            raise SpecError("usage: python -m workers.stages.<kind> <spec.json>")
+        stage = Stage(read_spec(sys.argv[1]))
     except SpecError as exc:
         print(f"[error] {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC
@@ -122,22 +111,18 @@ def pin_threads(stage: Stage) -> None:
 
     from core.worker_proc import pinned_threads
 
-    threads = pinned_threads(stage.train.get("threads"), stage.world_size)
+    threads = pinned_threads(stage.train.threads, stage.world_size)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
 
 
 def _failure(stage: Stage, exc: BaseException) -> int:
-    from core.datafiles import DataError
-
-    from workers.modeling import ModelError
-
     if _is_oom(exc):
         stage.log(f"out of memory at step {stage.current_step()}: {exc}", "error")
         return EXIT_OOM
     tail = "".join(traceback.format_exception(exc)[-6:])
     stage.log(f"{type(exc).__name__}: {exc}\n{tail}", "error")
-    if isinstance(exc, (SpecError, DataError, ModelError)):
+    if isinstance(exc, UserError):
         return EXIT_BAD_SPEC
     return EXIT_FAILED
 
@@ -187,11 +172,11 @@ def record_eval(stage: Stage, model, tokenizer, step: int) -> dict:
     spec = stage.eval_spec()
     if not spec or stage.rank != 0:
         return {}
-    from workers.evaluate import evaluate
+    from workers.heldout import evaluate
 
     results = evaluate(model, tokenizer, spec, stage.kind)
     for name, (value, data) in results.items():
-        stage.emit("eval_result", step=step, name=name, value=value, **data)
+        stage.emit(EventKind.EVAL_RESULT, step=step, name=name, value=value, **data)
         stage.log(f"{name} = {value:.4f} on {data['samples']} samples ({data['format']} format)")
     return results
 
@@ -207,6 +192,24 @@ def device_name() -> str:
 def started(stage: Stage, total_steps: int, backend: str, params: dict) -> None:
     import torch
 
-    stage.emit("stage_started", attempt=stage.spec.get("attempt", 1), total_steps=total_steps, pid=os.getpid(),
+    stage.emit(EventKind.STAGE_STARTED, attempt=stage.spec.attempt, total_steps=total_steps, pid=os.getpid(),
                world_size=stage.world_size, backend=backend, device=device_name(), params=params,
                threads=torch.get_num_threads(), warm=WARM_START)
+
+
+# -- inputs without training (merge, eval) ------------------------------------------------------
+def source_step(source: str) -> int:
+    """The step recorded in a stage output's cockpit.json (0 when there is none)."""
+    meta = Path(source) / "cockpit.json"
+    return (json.loads(meta.read_text()).get("step") or 0) if meta.is_file() else 0
+
+
+def load_input(stage):
+    """The input model with every adapter of its chain merged in, and its tokenizer."""
+    quiet_libraries()
+    source = resolve_source(stage.spec)
+    trust = stage.spec.model.trust_remote_code
+    model, tokenizer = load_full(source, trust), load_tokenizer(source, trust)
+    started(stage, 0, "hf", count_params(model))
+    stage.log(f"loaded {source} with its adapter chain merged ({count_params(model)['total']:,} parameters)")
+    return source, model, tokenizer

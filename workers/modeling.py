@@ -10,10 +10,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import LoraSpec
+from core.errors import SpecError
+from core.worker_spec import WorkerSpec
 from workers import builtin
 
 
-class ModelError(ValueError):
+class ModelError(SpecError):
     """A model source that cannot be used (exit code 2)."""
 
 
@@ -25,13 +28,13 @@ class Loaded:
     source: str  # the folder or hub id the weights came from (an adapter's `base` in cockpit.json)
 
 
-def resolve_source(spec: dict) -> str:
+def resolve_source(spec: WorkerSpec) -> str:
     """The input model: the `from` stage's final folder, else model.base (builtin materialised)."""
-    if spec.get("input_model"):
-        return spec["input_model"]
-    base = spec["model"]["base"]
+    if spec.input_model:
+        return spec.input_model
+    base = spec.model.base
     if base == builtin.BUILTIN_MODEL:
-        return str(builtin.materialise(spec["run_dir"]))
+        return str(builtin.materialise(spec.run_dir))
     if base.startswith("builtin:"):
         raise ModelError(f"unknown builtin model {base!r}; known: {builtin.BUILTIN_MODEL}")
     return base
@@ -107,11 +110,11 @@ def pick_backend(requested: str) -> str:
     return "unsloth"
 
 
-def load_for_training(spec: dict, lora: dict | None, max_length: int, scratch: Path) -> Loaded:
+def load_for_training(spec: WorkerSpec, lora: LoraSpec | None, max_length: int, scratch: Path) -> Loaded:
     """The stage's starting model (adapters merged) and tokenizer, on the chosen backend."""
     source = resolve_source(spec)
-    trust = bool(spec["model"].get("trust_remote_code"))
-    backend = pick_backend(spec["model"].get("backend", "auto"))
+    trust = spec.model.trust_remote_code
+    backend = pick_backend(spec.model.backend)
     check_weights(source)
     tokenizer = load_tokenizer(source, trust)
     if backend == "unsloth":
@@ -119,7 +122,7 @@ def load_for_training(spec: dict, lora: dict | None, max_length: int, scratch: P
     return Loaded(load_full(source, trust), tokenizer, "hf", source)
 
 
-def _load_unsloth(source: str, lora: dict | None, max_length: int, trust: bool, scratch: Path, tokenizer) -> Loaded:
+def _load_unsloth(source: str, lora: LoraSpec | None, max_length: int, trust: bool, scratch: Path, tokenizer) -> Loaded:
     """FastLanguageModel path (CUDA only); an adapter input is merged to a scratch folder first."""
     from unsloth import FastLanguageModel
 
@@ -133,8 +136,8 @@ def _load_unsloth(source: str, lora: dict | None, max_length: int, trust: bool, 
                                                          load_in_4bit=False, trust_remote_code=trust)
     if lora:
         model = FastLanguageModel.get_peft_model(
-            model, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=_unsloth_targets(lora["target_modules"]), use_gradient_checkpointing=False)
+            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=_unsloth_targets(lora.target_modules), use_gradient_checkpointing=False)
     return Loaded(model, tokenizer, "unsloth", source)
 
 
@@ -144,13 +147,12 @@ def _unsloth_targets(targets):
     return targets
 
 
-def lora_config(lora: dict):
-    """A peft LoraConfig from the stage's LoraSpec dump."""
+def lora_config(lora: LoraSpec):
+    """A peft LoraConfig from the stage's LoraSpec."""
     from peft import LoraConfig
 
-    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], use_dora=lora.get("use_dora", False),
-                      task_type="CAUSAL_LM")
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, use_dora=lora.use_dora, task_type="CAUSAL_LM")
 
 
 def count_params(model) -> dict:

@@ -10,6 +10,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from core.config import OnPolicySpec
+from core.errors import SpecError
+from core.kinds import PROMPT_ROWS
 from workers.rewards import get_rewards
 
 
@@ -28,10 +31,10 @@ class Scored:
 
 def mine(stage, model, tokenizer, rows: list[dict]) -> list[Scored]:
     """Sample `on_policy.samples` completions per row and score them; logs what it found."""
-    spec, started = stage.stage["on_policy"], time.monotonic()
+    spec, started = stage.config.on_policy, time.monotonic()
     prompts = [prompt_text(tokenizer, r["prompt"]) for r in rows]
-    completions = sample(model, tokenizer, prompts, spec, seed=stage.train["seed"])
-    scored = score(rows, completions, get_rewards(stage.stage["rewards"]))
+    completions = sample(model, tokenizer, prompts, spec, seed=stage.train.seed)
+    scored = score(rows, completions, get_rewards(stage.config.rewards))
     _report(stage, scored, time.monotonic() - started)
     return scored
 
@@ -43,8 +46,8 @@ def prompt_text(tokenizer, prompt) -> str:
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
-def sample(model, tokenizer, prompts: list[str], spec: dict, seed: int) -> list[list[str]]:
-    """`spec["samples"]` sampled completions per prompt (batched, left-padded, seeded)."""
+def sample(model, tokenizer, prompts: list[str], spec: OnPolicySpec, seed: int) -> list[list[str]]:
+    """`spec.samples` sampled completions per prompt (batched, left-padded, seeded)."""
     import torch
 
     torch.manual_seed(seed)
@@ -52,24 +55,24 @@ def sample(model, tokenizer, prompts: list[str], spec: dict, seed: int) -> list[
     was_training, out = model.training, []
     model.eval()
     try:
-        for start in range(0, len(prompts), spec["batch_size"]):
-            out += _sample_batch(model, tokenizer, prompts[start:start + spec["batch_size"]], spec)
+        for start in range(0, len(prompts), spec.batch_size):
+            out += _sample_batch(model, tokenizer, prompts[start:start + spec.batch_size], spec)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return out
 
 
-def _sample_batch(model, tokenizer, prompts: list[str], spec: dict) -> list[list[str]]:
+def _sample_batch(model, tokenizer, prompts: list[str], spec: OnPolicySpec) -> list[list[str]]:
     import torch
 
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     with torch.no_grad():
-        ids = model.generate(**enc, do_sample=True, temperature=spec["temperature"], top_k=0, top_p=1.0,
-                             max_new_tokens=spec["max_new_tokens"], num_return_sequences=spec["samples"],
+        ids = model.generate(**enc, do_sample=True, temperature=spec.temperature, top_k=0, top_p=1.0,
+                             max_new_tokens=spec.max_new_tokens, num_return_sequences=spec.samples,
                              pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    n = spec["samples"]
+    n = spec.samples
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
@@ -125,10 +128,9 @@ def mined_dataset(stage, loaded, select):
     """A Dataset of `select(mine(...))` rows for the trainer; a clear error when nothing is left."""
     from datasets import Dataset
 
-    from workers.common import SpecError
     from workers.data import load_rows
 
-    rows = load_rows(stage.stage["data"], "grpo", cap=stage.stage["on_policy"]["prompts"])
+    rows = load_rows(stage.config.data, PROMPT_ROWS, cap=stage.config.on_policy.prompts)
     kept = select(mine(stage, loaded.model, loaded.tokenizer, rows))
     if not kept:
         raise SpecError(f"on_policy: every sample of all {len(rows)} prompts scored the same, so there is "

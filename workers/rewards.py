@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from workers.common import SpecError
+from core.errors import SpecError
 
 EQUATION = re.compile(r"^\s*\d+\s*\+\s*\d+\s*=\s*\d+\s*$")
 AFTER_EQUALS = re.compile(r"=\s*(-?\d+)")

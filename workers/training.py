@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.config import TrainSpec
 from workers.callback import StoreCallback
 from workers.common import Stage, quiet_libraries, record_eval, save_final, started
 from workers.modeling import count_params, load_for_training, lora_config
@@ -27,10 +28,10 @@ def resolve_precision(requested: str) -> str:
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
-def scheduler_args(train: dict) -> dict:
-    if train["scheduler"] == "cosine" and train["min_lr_ratio"] > 0:
-        return {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": train["min_lr_ratio"]}}
-    return {"lr_scheduler_type": train["scheduler"]}
+def scheduler_args(train: TrainSpec) -> dict:
+    if train.scheduler == "cosine" and train.min_lr_ratio > 0:
+        return {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": train.min_lr_ratio}}
+    return {"lr_scheduler_type": train.scheduler}
 
 
 def training_args(stage: Stage, config_cls, **extra):
@@ -38,12 +39,12 @@ def training_args(stage: Stage, config_cls, **extra):
     import torch
 
     t, cuda = stage.train, torch.cuda.is_available()
-    precision = resolve_precision(t["precision"])
+    precision = resolve_precision(t.precision)
     return config_cls(
-        output_dir=str(stage.scratch), max_steps=t["steps"], per_device_train_batch_size=t["batch_size"],
-        gradient_accumulation_steps=t["grad_accum"], learning_rate=t["lr"], warmup_steps=t["warmup_steps"],
-        weight_decay=t["weight_decay"], adam_beta2=t["adam_beta2"], logging_steps=t["logging_steps"],
-        save_strategy="steps" if t["save_steps"] else "no", save_steps=t["save_steps"] or 500, seed=t["seed"],
+        output_dir=str(stage.scratch), max_steps=t.steps, per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay, adam_beta2=t.adam_beta2, logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500, seed=t.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         ddp_backend=None if cuda or stage.world_size == 1 else "gloo", report_to=[], disable_tqdm=True,
         activation_checkpointing=False, dataloader_num_workers=0, **scheduler_args(t), **extra)
@@ -59,14 +60,14 @@ def peft_config(stage: Stage, loaded):
 def run_training(stage: Stage, build_trainer) -> None:
     """setup -> train (resuming when asked) -> save final -> evaluate; `build_trainer(stage, loaded)`."""
     quiet_libraries()
-    loaded = load_for_training(stage.spec, stage.lora, stage.train["max_length"], stage.scratch)
+    loaded = load_for_training(stage.spec, stage.lora, stage.train.max_length, stage.scratch)
     stage.log(f"model loaded from {loaded.source} on backend {loaded.backend} "
               f"({count_params(loaded.model)['total']:,} parameters)")
     trainer = build_trainer(stage, loaded)
     trainer.add_callback(StoreCallback(stage.store, stage.name, stage.scratch, stage.checkpoints))
     stage.trainer = trainer
-    started(stage, stage.train["steps"], loaded.backend, count_params(trainer.model))
-    resume = stage.spec.get("resume_from")
+    started(stage, stage.train.steps, loaded.backend, count_params(trainer.model))
+    resume = stage.spec.resume_from
     if resume:
         stage.log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)

@@ -3,9 +3,9 @@
     python -m workers.warm KIND      (started by core.worker_proc.WarmWorker; stdin is the handoff channel)
 
 It lowers its own CPU priority (`lower_priority`), imports torch, transformers, trl, peft, datasets
-and `workers.<kind>`, then blocks reading one JSON line `{"spec": PATH, "log": PATH}` from stdin. At EOF (the supervisor
+and the kind's worker module (core.kinds), then blocks reading one JSON line `{"spec": PATH, "log": PATH}` from stdin. At EOF (the supervisor
 died or dropped it) it exits 0 having run nothing. On handoff it moves stdout/stderr to the stage's
-log, stdin to /dev/null, and runs `workers.<kind>` exactly as `python -m workers.<kind> SPEC` would:
+log, stdin to /dev/null, and runs the worker module exactly as `python -m workers.stages.<kind> SPEC` would:
 same `entry(main)`, same exit codes. The supervisor restores its priority at the handoff.
 """
 from __future__ import annotations
@@ -17,9 +17,10 @@ import runpy
 import sys
 import time
 
+from core.kinds import KINDS
+
 PRESTART_NICE = 10  # where SCHED_IDLE could not be lifted again (not root)
 HEAVY_MODULES = ("torch", "transformers", "trl", "peft", "datasets")
-TRAINERS = {"pretrain": "SFTTrainer", "sft": "SFTTrainer", "dpo": "DPOTrainer", "grpo": "GRPOTrainer"}
 
 
 def lower_priority() -> None:
@@ -35,9 +36,9 @@ def preload(kind: str) -> None:
     """Import what the worker of `kind` needs (trl imports its trainers lazily: touch the one it uses)."""
     for name in HEAVY_MODULES:
         importlib.import_module(name)
-    if kind in TRAINERS:
-        getattr(sys.modules["trl"], TRAINERS[kind])
-    importlib.import_module(f"workers.{kind}")
+    if KINDS[kind].trainer:
+        getattr(sys.modules["trl"], KINDS[kind].trainer)
+    importlib.import_module(KINDS[kind].worker)
 
 
 def redirect(log: str) -> None:
@@ -73,8 +74,8 @@ def main(argv: list[str]) -> int:
 
     workers.common.WARM_START = True
     sys.argv = [sys.argv[0], handoff["spec"]]
-    del sys.modules[f"workers.{kind}"]  # as under `python -m`, the module runs once, as __main__ only
-    runpy.run_module(f"workers.{kind}", run_name="__main__", alter_sys=True)
+    del sys.modules[KINDS[kind].worker]  # as under `python -m`, the module runs once, as __main__ only
+    runpy.run_module(KINDS[kind].worker, run_name="__main__", alter_sys=True)
     return 0
 
 

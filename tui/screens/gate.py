@@ -11,10 +11,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Static
 
-from core.render import delta_text
+from core.status import delta_text
 from core.status import verdict
 from tui.format import short_number
-from tui.state import GateView, RunSnapshot, StageView
+from core.events import Decision
+from core.run_state import GateView, StageView
+from tui.state import RunSnapshot
 from tui.widgets.curriculum import delta_markup
 
 
@@ -23,7 +25,7 @@ class GateDecision:
     """What the operator decided at a gate, with an optional note."""
 
     stage: str
-    decision: str  # "approve" or "reject"
+    decision: Decision
     note: str
 
 
@@ -80,7 +82,7 @@ class GateScreen(ModalScreen[GateDecision | None]):
 
     def action_decide(self, decision: str) -> None:
         note = self.query_one("#gate-note", Input).value.strip()
-        self.dismiss(GateDecision(self.gate.stage, decision, note))
+        self.dismiss(GateDecision(self.gate.stage, Decision(decision), note))
 
     def action_later(self) -> None:
         self.dismiss(None)

@@ -15,13 +15,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from core.events import CHART_METRICS, RUN_LIVE, Decision
 from core.runs import RunPaths
 from core.store import RunStore
 from tui.format import short_number
 from tui.poller import RunPoller
 from tui.screens.dialogs import ConfirmScreen
 from tui.screens.gate import GateDecision, GateScreen
-from tui.state import CHART_METRICS, RunSnapshot
+from tui.state import RunSnapshot
 from tui.widgets.chart import ChartData, MetricChart
 from tui.widgets.curriculum import CurriculumPanel
 from tui.widgets.logs import EventList, LogTail
@@ -154,7 +155,7 @@ class RunScreen(Screen):
         self._offer_gate(snap)
 
     def _draw(self, snap: RunSnapshot) -> None:
-        live = snap.status in ("running", "created")
+        live = snap.status in RUN_LIVE
         self.query_one(RunHeader).show(snap, self.app.clock())
         self.query_one(CurriculumPanel).show(snap)
         self.query_one(HardwarePanel).show(snap.hardware, live)
@@ -182,7 +183,7 @@ class RunScreen(Screen):
         return list(CHART_METRICS) + seen
 
     def _tick(self) -> None:
-        if self.snapshot is not None and self.snapshot.status in ("running", "created"):
+        if self.snapshot is not None and self.snapshot.status in RUN_LIVE:
             self.query_one(RunHeader).show(self.snapshot, self.app.clock())
 
     @on(Worker.StateChanged)
@@ -231,7 +232,7 @@ class RunScreen(Screen):
         d = message.decision
         note = f" — {d.note}" if d.note else ""
         self.query_one(EventList).note(f"{d.stage}: {d.decision} sent by {self.app.user_tag}{note}",
-                                       "good" if d.decision == "approve" else "warn")
+                                       "good" if d.decision == Decision.APPROVE else "warn")
 
     # -- stop, metrics, filter, navigation ----------------------------------------------------
     def action_stop(self) -> None:

@@ -14,11 +14,15 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from core.events import RunStatus, StageStatus
 from core.runs import RunPaths, list_runs
 from core.store import RunStore
 from tui.format import duration, status_look
 
 REFRESH_S = 2.0
+STATUS_COLOUR = {RunStatus.COMPLETED: "green", RunStatus.RUNNING: "cyan", RunStatus.FAILED: "red",
+                 RunStatus.GATE_FAILED: "red", RunStatus.REJECTED: "red", RunStatus.STOPPED: "yellow",
+                 RunStatus.INTERRUPTED: "yellow"}
 DEMO_CONFIG = Path("configs/demo.yaml")
 
 
@@ -41,7 +45,7 @@ def read_run_row(paths: RunPaths) -> RunRow:
             meta, stages = store.meta(), store.stages()
     except Exception as exc:  # noqa: BLE001 - any unreadable run is shown, not fatal
         return RunRow(paths, "?", f"unreadable: {exc}", "-", 0.0, None)
-    active = [s for s in stages if s["status"] not in ("waiting",)]
+    active = [s for s in stages if s["status"] != StageStatus.WAITING]
     stage = active[-1] if active else None
     where = f"{stage['name']} ({status_look(stage['status'])[1]})" if stage else "-"
     return RunRow(paths, str(meta.get("name", "?")), str(meta.get("status", "?")), where,
@@ -123,10 +127,9 @@ class RunsScreen(Screen):
 
     def _cells(self, row: RunRow, now: float) -> tuple:
         glyph, words, _ = status_look(row.status)
-        colour = {"completed": "green", "running": "cyan", "failed": "red", "gate_failed": "red",
-                  "stopped": "yellow", "interrupted": "yellow"}.get(row.status, "")
+        colour = STATUS_COLOUR.get(row.status, "")
         alive = "-"
-        if row.status == "running" and row.heartbeat:
+        if row.status == RunStatus.RUNNING and row.heartbeat:
             age = now - float(row.heartbeat)
             alive = f"♥ {duration(age)} ago" if age < 30 else f"silent {duration(age)}"
         return (row.paths.id, row.name, Text(f"{glyph} {words}", style=colour), row.stage,

@@ -12,7 +12,7 @@ from textual.widget import Widget
 
 from tui.format import short_number
 from tui.series import SeriesView
-from tui.state import StageView, Threshold
+from core.run_state import StageView, Threshold
 
 AXIS_W = 9
 BRAILLE = 0x2800

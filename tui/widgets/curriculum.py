@@ -9,9 +9,10 @@ from textual.widget import Widget
 
 from core.status import verdict
 from tui.format import bar, duration, status_look
-from tui.state import RunSnapshot, StageView
+from core.events import STAGE_ENDED_BADLY, STAGE_OK, StageStatus
+from core.run_state import StageView
+from tui.state import RunSnapshot
 
-FINISHED = ("passed", "completed")
 VERDICT_LOOK = {"better": "$success", "worse": "$error", "same": ""}
 
 
@@ -60,7 +61,7 @@ class CurriculumPanel(Widget, can_focus=True):
             else "   [b]stage[/]      [b]status[/]        [b]progress[/]"
         lines = [head]
         decision = snap.gate.decision_sent if snap.gate else None
-        steps_w = max((len(_steps_done(s)) for s in snap.stages if s.status in FINISHED), default=0)
+        steps_w = max((len(_steps_done(s)) for s in snap.stages if s.status in STAGE_OK), default=0)
         for i, stage in enumerate(snap.stages):
             lines.append(self._line(stage, i == self.cursor and self.has_focus, i == self.cursor, wide, decision,
                                     steps_w))
@@ -73,7 +74,7 @@ class CurriculumPanel(Widget, can_focus=True):
         name = escape(stage.name[:10]).ljust(10)
         status = f"[{style}]{glyph} {words:<12}[/]" if style else f"{glyph} {words:<12}"
         room = self.size.width - (48 if wide else 29)
-        progress = _finished_text(stage, room, steps_w) if stage.status in FINISHED else \
+        progress = _finished_text(stage, room, steps_w) if stage.status in STAGE_OK else \
             _progress_text(stage, decision, room)
         if wide:
             origin = escape((stage.from_stage or "—")[:10]).ljust(10)
@@ -104,20 +105,20 @@ def _progress_text(stage: StageView, decision: str | None, room: int) -> str:
     """What the progress column says for a stage in its current state."""
     total, step = stage.total_steps, stage.step
     gate = f" [dim]gate: {stage.approval}[/]" if stage.approval and room > 34 else ""
-    if stage.status == "running":
+    if stage.status == StageStatus.RUNNING:
         if not total:
             return "working…"
         width = max(min(room - 24, 16), 4)
         eta = f" ETA {duration(stage.eta_s)}" if stage.eta_s is not None else ""
         attempt = f" [$warning]try {stage.attempt}[/]" if stage.attempt > 1 and room > 40 else ""
         return f"[$accent]{bar((step or 0) / total, width)}[/] {step or 0}/{total}{eta}{attempt}"
-    if stage.status == "gate_pending":
+    if stage.status == StageStatus.GATE_PENDING:
         if decision:
             return f"[$warning]{decision} sent, waiting for supervisor[/]"
         if stage.approval == "manual":
             return "[bold $warning]awaiting your approval — press g[/]"
         return "checking gate…"
-    if stage.status in ("failed", "rejected", "gate_failed", "stopped", "interrupted"):
+    if stage.status in STAGE_ENDED_BADLY:
         return f"[$error]{escape((stage.reason or '')[:max(room, 0)])}[/]"
     return (f"[dim]{total} steps[/]" if total else "") + gate
 

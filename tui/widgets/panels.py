@@ -5,7 +5,9 @@ from rich.markup import escape
 from textual.widgets import Static
 
 from tui.format import duration, size, status_look
-from tui.state import HardwareView, RunSnapshot
+from core.events import RUN_LIVE
+from core.run_state import HardwareView
+from tui.state import RunSnapshot
 
 STALE_HEARTBEAT_S = 30.0
 
@@ -36,7 +38,7 @@ class RunHeader(ChangingText):
 
 
 def _supervisor_words(snap: RunSnapshot, now: float) -> str:
-    if snap.status not in ("running", "created"):
+    if snap.status not in RUN_LIVE:
         end = snap.finished_at or snap.newest_ts or snap.created_at
         return f"[dim]ran {duration(end - snap.created_at)}[/]"
     if snap.heartbeat is None:

@@ -11,8 +11,8 @@ from workers.training import peft_config, run_training, training_args
 def build_trainer(stage, loaded):
     from trl import SFTConfig, SFTTrainer
 
-    data = training_dataset(stage.stage["data"], "sft", stage.rows_needed())
-    args = training_args(stage, SFTConfig, max_length=stage.train["max_length"],
+    data = training_dataset(stage, stage.rows_needed())
+    args = training_args(stage, SFTConfig, max_length=stage.train.max_length,
                          assistant_only_loss="messages" in data.column_names)
     return SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
                       peft_config=peft_config(stage, loaded))

@@ -1,6 +1,6 @@
 """Compare targets on one prompt set: every target's greedy output per prompt, and metrics per target.
 
-The numbers come from workers.evaluate (same item building, same batched greedy generation, same
+The numbers come from workers.heldout (same item building, same batched greedy generation, same
 perplexity) and workers.rewards (same answer extraction), so on a stage's eval set a target's
 accuracy is the number its eval recorded.
 """
@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from core.config import EvalSpec
+from core.kinds import EVAL_ROWS
+from workers.chat.model_pool import ModelPool, using
 from workers.data import load_rows
-from workers.evaluate import generate, make_items, perplexity, resolve_format
-from workers.model_pool import ModelPool, using
+from workers.heldout import generate, make_items, perplexity, resolve_format
 from workers.rewards import REWARDS, exact_match
 
 
@@ -19,11 +21,11 @@ class CompareStopped(Exception):
     """The client stopped the comparison."""
 
 
-def prompt_rows(request: dict) -> tuple[list[dict], dict]:
+def prompt_rows(request: dict) -> tuple[list[dict], EvalSpec]:
     """The rows to run (from the request, or the eval spec's data) and the eval settings to run them with."""
-    spec = request["eval"]
-    rows = request.get("rows") or load_rows(spec["data"], "eval", cap=spec["max_samples"])
-    return rows[:spec["max_samples"]], spec
+    spec = EvalSpec.model_validate(request["eval"])
+    rows = request.get("rows") or load_rows(spec.data, EVAL_ROWS, cap=spec.max_samples)
+    return rows[:spec.max_samples], spec
 
 
 def compare(pool: ModelPool, request: dict, stop: threading.Event, progress: Callable[..., None]) -> dict:
@@ -41,15 +43,15 @@ def compare(pool: ModelPool, request: dict, stop: threading.Event, progress: Cal
             "results": results, "bases_loaded": pool.bases_loaded}
 
 
-def score(model, tokenizer, rows: list[dict], spec: dict, kind: str | None) -> dict:
+def score(model, tokenizer, rows: list[dict], spec: EvalSpec, kind: str | None) -> dict:
     """One target: outputs per row, accuracy / reward on answered rows, perplexity, mean output length (chars)."""
-    fmt = resolve_format(spec.get("format", "auto"), kind or "chat", tokenizer)
+    fmt = resolve_format(spec.format, kind, tokenizer)
     items = make_items([{**r, "answer": r.get("answer", "")} for r in rows], fmt, tokenizer)
     was_training = model.training
     model.eval()
     try:
         outputs = batched_outputs(model, tokenizer, [i.prompt for i in items], spec)
-        ppl = perplexity(model, tokenizer, items, spec["batch_size"]) if "perplexity" in spec["metrics"] else None
+        ppl = perplexity(model, tokenizer, items, spec.batch_size) if "perplexity" in spec.metrics else None
     finally:
         model.train(was_training)
     graded = [i.prompt + o if fmt == "text" else o for i, o in zip(items, outputs)]
@@ -59,12 +61,12 @@ def score(model, tokenizer, rows: list[dict], spec: dict, kind: str | None) -> d
             "mean_length": _mean([len(o) for o in outputs])}
 
 
-def batched_outputs(model, tokenizer, prompts: list[str], spec: dict) -> list[str]:
+def batched_outputs(model, tokenizer, prompts: list[str], spec: EvalSpec) -> list[str]:
     """Greedy outputs in the eval's own batches (batch composition changes padding, hence the numbers)."""
-    size = spec["batch_size"]
+    size = spec.batch_size
     outputs: list[str] = []
     for start in range(0, len(prompts), size):
-        outputs += generate(model, tokenizer, prompts[start:start + size], spec["max_new_tokens"])
+        outputs += generate(model, tokenizer, prompts[start:start + size], spec.max_new_tokens)
     return outputs
 
 

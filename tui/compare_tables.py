@@ -9,7 +9,7 @@ from difflib import SequenceMatcher
 from rich.table import Table
 from rich.text import Text
 
-from core.compare import CompareResult
+from core.chat_client import CompareResult
 
 DIFF_STYLE = "bold black on yellow"
 NEWLINE = "↵"

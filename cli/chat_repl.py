@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.chat import ChatSession, ChatWorker, GenerationSettings
+from core.chat_client import ChatSession, ChatWorker, GenerationSettings, check_prompts_file, prompt_set, run_compare
 from core.runs import runs_dir
 from core.targets import MAX_COMPARED, resolve_target, resolve_targets
 
@@ -81,8 +81,6 @@ def _answer(session: ChatSession, text: str, settings: GenerationSettings) -> No
 
 
 def cmd_compare(args) -> int:
-    from core.compare import check_prompts_file, prompt_set, run_compare
-
     targets = resolve_targets(args.targets, runs_dir(args.runs_dir))
     prompts = prompt_set(targets, check_prompts_file(args.prompts) if args.prompts else None, args.limit,
                          args.max_new_tokens)
@@ -95,7 +93,8 @@ def cmd_compare(args) -> int:
         return 0
     from rich.console import Console
 
-    from core.compare_render import metrics_table, outputs_table
+    from tui.compare_tables import metrics_table, outputs_table
+
     console = Console()
     console.print(outputs_table(result, args.show))
     console.print(metrics_table(result))

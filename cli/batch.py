@@ -6,12 +6,15 @@ import threading
 import time
 from typing import TextIO
 
+from core.events import HEADLINE_METRICS, EventKind, RunStatus, describe
 from core.runs import RunPaths
 from core.store import Event, RunStore
 from core.supervisor import Supervisor
 
-EXIT_CODES = {"completed": 0, "failed": 1, "gate_failed": 3, "rejected": 3, "stopped": 130}
-HEADLINE_METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/margins", "mean_token_accuracy")
+EXIT_CODES = {RunStatus.COMPLETED: 0, RunStatus.FAILED: 1, RunStatus.GATE_FAILED: 3, RunStatus.REJECTED: 3,
+              RunStatus.STOPPED: 130}
+MARKS = {EventKind.STAGE_STARTED: ">", EventKind.GATE_PENDING: "?", EventKind.GATE_DECIDED: "="}
+SEVERITY_MARKS = {"info": " ", "good": "+", "warn": "!", "error": "x"}  # the first column of a line
 
 
 def run_batch(paths: RunPaths, gate_policy: str = "rules", out: TextIO = sys.stdout) -> int:
@@ -57,13 +60,13 @@ class EventPrinter:
         group: list[Event] = []
         for ev in events:
             self._after = ev.id
-            if group and (ev.kind != "metric" or (ev.stage, ev.step) != (group[0].stage, group[0].step)):
+            if group and (ev.kind != EventKind.METRIC or (ev.stage, ev.step) != (group[0].stage, group[0].step)):
                 self._emit(self._metrics_line(group), group[0].ts)
                 group = []
-            if ev.kind == "metric":
+            if ev.kind == EventKind.METRIC:
                 group.append(ev)
             else:
-                self._emit(self.describe(ev), ev.ts)
+                self._emit(self._line(ev), ev.ts)
         if group:
             self._emit(self._metrics_line(group), group[0].ts)
 
@@ -75,17 +78,21 @@ class EventPrinter:
         secs = max(0, int(ts - self._t0))
         return f"{secs // 60:02d}:{secs % 60:02d}"
 
-    def describe(self, ev: Event) -> str | None:
-        """The line for one event, or None for events not worth a line."""
-        handler = getattr(self, f"_on_{ev.kind}", None)
-        return handler(ev) if handler else None
+    def _line(self, ev: Event) -> str | None:
+        """The line for one event (core/events.py says what happened), or None for events not worth a line."""
+        if ev.kind == EventKind.STAGE_STARTED:
+            self._track(ev.stage, ev.data.get("total_steps") or 0)
+        text, severity = describe(ev)
+        if not text or ev.kind == EventKind.RUN_FINISHED:  # run_batch prints the run's end itself
+            return None
+        if ev.kind == EventKind.GATE_PENDING:
+            text += f": {_rules(ev.data.get('rules', []))}"
+        return f"{MARKS.get(ev.kind, SEVERITY_MARKS[severity])} {ev.stage or 'run'}: {text}"
 
-    def _on_stage_started(self, ev: Event) -> str:
-        total = ev.data.get("total_steps")
-        self._totals[ev.stage] = total or 0
-        self._next_print[ev.stage] = max(1, (total or 0) // 10)
-        steps = f", {total} steps" if total else ""
-        return f"> {ev.stage}: started (attempt {ev.data.get('attempt')}{steps}, {ev.data.get('device', 'cpu')})"
+    def _track(self, stage: str, total: int) -> None:
+        """A started stage: print its metrics about ten times."""
+        self._totals[stage] = total
+        self._next_print[stage] = max(1, total // 10)
 
     def _metrics_line(self, group: list[Event]) -> str | None:
         """One line for one logged step, at most about ten per stage."""
@@ -99,39 +106,11 @@ class EventPrinter:
         shown = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
         return f"  {stage} step {step}/{self._totals.get(stage) or '?'}  {shown}"
 
-    def _on_eval_result(self, ev: Event) -> str:
-        return f"  {ev.stage} {ev.name} = {_fmt(ev.value)}"
 
-    def _on_checkpoint_saved(self, ev: Event) -> str:
-        return f"  {ev.stage} checkpoint at step {ev.step}"
-
-    def _on_gate_pending(self, ev: Event) -> str:
-        rules = "; ".join(f"{r['metric']} {_fmt(r['value'])} {r['rule']} {'ok' if r['passed'] else 'FAIL'}"
-                          for r in ev.data.get("rules", []))
-        return f"? {ev.stage}: gate ({ev.data.get('approval')}) {rules or 'no rules'}"
-
-    def _on_gate_decided(self, ev: Event) -> str:
-        return f"= {ev.stage}: gate {ev.data.get('decision')} by {ev.data.get('by')}"
-
-    def _on_stage_finished(self, ev: Event) -> str:
-        reason = f": {ev.data['reason']}" if ev.data.get("reason") else ""
-        return f"{'+' if ev.data.get('status') in ('completed', 'passed') else 'x'} {ev.stage}: {ev.data.get('status')}{reason}"
-
-    def _on_oom_retry(self, ev: Event) -> str:
-        return (f"! {ev.stage}: out of memory, retrying with batch {ev.data.get('batch_size')} x "
-                f"{ev.data.get('grad_accum')} accumulation")
-
-    def _on_resumed(self, ev: Event) -> str:
-        src = ev.data.get("from_checkpoint")
-        return f"! {ev.stage}: resuming from step {ev.step}" + ("" if src else " (no complete checkpoint: restart)")
-
-    def _on_stalled(self, ev: Event) -> str:
-        return f"! {ev.stage}: stalled, no new step for {ev.data.get('seconds')} s"
-
-    def _on_log(self, ev: Event) -> str | None:
-        if ev.data.get("level") in ("warning", "error"):
-            return f"! {ev.stage or 'run'}: {ev.data.get('message')}"
-        return None
+def _rules(rules: list[dict]) -> str:
+    """Each gate rule as measured: 'eval/accuracy 0.92 >= 0.9 ok'."""
+    checks = [f"{r['metric']} {_fmt(r['value'])} {r['rule']} {'ok' if r['passed'] else 'FAIL'}" for r in rules]
+    return "; ".join(checks) or "no rules"
 
 
 def _fmt(value) -> str:

@@ -17,14 +17,14 @@ DEFAULT_BETA = 0.1
 def build_trainer(stage, loaded):
     from trl import DPOConfig, DPOTrainer
 
-    beta = stage.train.get("beta")
-    args = training_args(stage, DPOConfig, max_length=stage.train["max_length"],
-                         loss_type=[t.strip() for t in stage.stage["loss"].split(",")],
+    beta = stage.train.beta
+    args = training_args(stage, DPOConfig, max_length=stage.train.max_length,
+                         loss_type=[t.strip() for t in stage.config.loss.split(",")],
                          beta=DEFAULT_BETA if beta is None else beta)
-    if stage.stage.get("on_policy"):
+    if stage.config.on_policy:
         data = mined_dataset(stage, loaded, preference_pairs)
     else:
-        data = training_dataset(stage.stage["data"], "dpo", stage.rows_needed())
+        data = training_dataset(stage, stage.rows_needed())
     return DPOTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
                       peft_config=peft_config(stage, loaded))
 

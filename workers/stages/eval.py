@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from workers.common import entry, record_eval
-from workers.merge import load_input, source_step
+from workers.common import entry, load_input, record_eval, source_step
 
 
 def main(stage) -> None:

@@ -14,14 +14,14 @@ def build_trainer(stage, loaded):
     from trl import GRPOConfig, GRPOTrainer
 
     t = stage.train
-    args = training_args(stage, GRPOConfig, beta=t.get("beta") or 0.0, num_generations=t["num_generations"],
-                         max_completion_length=t["max_completion_length"], temperature=t["temperature"],
+    args = training_args(stage, GRPOConfig, beta=t.beta or 0.0, num_generations=t.num_generations,
+                         max_completion_length=t.max_completion_length, temperature=t.temperature,
                          log_completions=False)
-    if stage.stage.get("on_policy"):
+    if stage.config.on_policy:
         data = mined_dataset(stage, loaded, sometimes_solved)
     else:
-        data = training_dataset(stage.stage["data"], "grpo", stage.rows_needed())
-    return GRPOTrainer(model=loaded.model, reward_funcs=get_rewards(stage.stage["rewards"]), args=args,
+        data = training_dataset(stage, stage.rows_needed())
+    return GRPOTrainer(model=loaded.model, reward_funcs=get_rewards(stage.config.rewards), args=args,
                        train_dataset=data, processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded))
 
 

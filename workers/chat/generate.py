@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Callable
 
-from workers.model_pool import Active, using
+from workers.chat.model_pool import Active, using
 
 DEFAULTS = {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 128, "min_new_tokens": 0, "system": ""}
 

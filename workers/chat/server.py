@@ -48,7 +48,7 @@ class ChatServer:
     """Dispatches requests: jobs (load, generate, compare) to one job thread; stop and quit at once."""
 
     def __init__(self, channel: Channel):
-        from workers.model_pool import ModelPool
+        from workers.chat.model_pool import ModelPool
 
         self.channel = channel
         self.pool = ModelPool()
@@ -103,7 +103,7 @@ class ChatServer:
         elif op == "generate":
             self._generate(rid, request)
         elif op == "compare":
-            from workers.compare import compare
+            from workers.chat.compare import compare
 
             result = compare(self.pool, request, self.stop_flag,
                              lambda **p: self.channel.send("progress", rid, **p))
@@ -119,7 +119,7 @@ class ChatServer:
                           chat_template=bool(getattr(self.active.tokenizer, "chat_template", None)))
 
     def _generate(self, rid: int, request: dict) -> None:
-        from workers.chat_generate import generate_reply
+        from workers.chat.generate import generate_reply
 
         if self.active is None:
             raise RequestError("no target loaded (send a load request first)")
@@ -132,10 +132,7 @@ def _is_user(exc: Exception) -> bool:
     """Errors the request caused (bad target, pickle-only weights, bad data): shown as one line, exit 2."""
     from core.errors import UserError
 
-    from workers.common import SpecError
-    from workers.modeling import ModelError
-
-    return isinstance(exc, (ModelError, SpecError, UserError, RequestError, FileNotFoundError))
+    return isinstance(exc, (UserError, RequestError, FileNotFoundError))
 
 
 def cpu_threads() -> int:
@@ -159,7 +156,3 @@ def main() -> int:
     server = ChatServer(channel)
     server.serve(sys.stdin)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,12 +6,14 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from core.status import verdict
+from core.events import STAGE_OK, SUMMARY_METRICS, StageStatus
+from core.status import delta_text, verdict
 
-STATUS_STYLE = {"completed": "green", "passed": "green", "running": "cyan", "gate_pending": "yellow",
-                "failed": "red", "gate_failed": "red", "rejected": "red", "stopped": "magenta",
-                "interrupted": "magenta", "waiting": "dim"}
-SHOWN_METRICS = ("loss", "reward", "eval/accuracy", "Δ acc", "eval/perplexity")
+STATUS_STYLE = {StageStatus.COMPLETED: "green", StageStatus.PASSED: "green", StageStatus.RUNNING: "cyan",
+                StageStatus.GATE_PENDING: "yellow", StageStatus.FAILED: "red", StageStatus.GATE_FAILED: "red",
+                StageStatus.REJECTED: "red", StageStatus.STOPPED: "magenta", StageStatus.INTERRUPTED: "magenta",
+                StageStatus.WAITING: "dim"}
+SHOWN_METRICS = (*SUMMARY_METRICS, "eval/accuracy", "Δ acc", "eval/perplexity")
 VERDICT_STYLE = {"better": "green", "worse": "red", "same": ""}
 
 
@@ -35,7 +37,7 @@ def runs_table(rows: list[dict], console: Console | None = None) -> None:
     for col in ("id", "status", "stage", "accuracy", "age"):
         table.add_column(col)
     for r in rows:
-        current = next((s for s in r["stages"] if s["status"] not in ("completed", "passed", "waiting")),
+        current = next((s for s in r["stages"] if s["status"] not in STAGE_OK | {StageStatus.WAITING}),
                        r["stages"][-1])
         acc = r.get("final_accuracy")
         table.add_row(r["id"], styled(r["status"]), current["name"], "-" if acc is None else f"{acc:.1%}",
@@ -59,11 +61,6 @@ def run_report(summary: dict, console: Console | None = None) -> None:
             console.print(f"[red]{s['name']}[/]: {s['reason']}")
         if "eval/accuracy" in s["delta_skipped"]:
             console.print(f"[dim]{s['name']} Δ acc n/c: {s['delta_skipped']['eval/accuracy']}[/]")
-
-
-def delta_text(metric: str, delta: float) -> str:
-    """A change against the parent stage: accuracies in percentage points (+1.2 pt), others as signed numbers."""
-    return f"{delta * 100:+.1f} pt" if "accuracy" in metric else f"{delta:+.3g}"
 
 
 def _metric_cell(stage: dict, column: str) -> str:

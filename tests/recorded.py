@@ -146,7 +146,7 @@ def _auto_gate(store, clock, name, metric, rule, value, threshold, reference, hi
               "reference": reference}]
     store.append("gate_pending", stage=name, approval="auto", rules=rules, passed=True, history=history)
     clock.advance(1)
-    _decide(store, clock, name, "pass", "rules", None, "passed")
+    _decide(store, clock, name, "pass", "rules", None, "passed")  # as stores before approve/reject recorded it
 
 
 def _decide(store, clock, name, decision, by, note, status):

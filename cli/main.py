@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from core.errors import UserError
+from core.events import STAGE_OK, Decision, RunStatus, StageStatus
+from core.gates import POLICIES
 from core.runs import find_run, list_runs, runs_dir
 
 EPILOG = """examples:
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gate", help="approve or reject a pending manual gate")
     p.add_argument("run")
     p.add_argument("stage")
-    p.add_argument("decision", choices=("approve", "reject"))
+    p.add_argument("decision", choices=tuple(Decision))
     p.add_argument("--note", help="why (kept with the decision)")
     p.set_defaults(func=cmd_gate)
 
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.set_defaults(func=cmd_stop)
 
-    from core.chat_cli import add_chat_commands
+    from cli.chat_repl import add_chat_commands
     add_chat_commands(sub)
     return parser
 
@@ -85,7 +87,7 @@ class _Subcommands:
 
 
 def _gate_policy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gate-policy", choices=("rules", "approve", "reject"), default="rules",
+    p.add_argument("--gate-policy", choices=POLICIES, default="rules",
                    help="how --batch decides manual gates: rules (pass iff rules pass), approve, reject")
 
 
@@ -108,7 +110,7 @@ def cmd_resume(args) -> int:
         meta = store.meta()
     if supervisor_alive(meta):
         raise UserError(f"run {paths.id} is still running (supervisor pid {meta.get('supervisor_pid')})")
-    if meta.get("status") == "completed":
+    if meta.get("status") == RunStatus.COMPLETED:
         raise UserError(f"run {paths.id} already completed; nothing to resume")
     print(f"resuming run {paths.id}", flush=True)
     return _drive(paths, args)
@@ -119,7 +121,7 @@ def _drive(paths, args) -> int:
     if args.batch or not _interactive():
         if not args.batch:
             print("no terminal: running in batch mode (gate policy: %s)" % args.gate_policy, flush=True)
-        from core.batch import run_batch
+        from cli.batch import run_batch
         return run_batch(paths, args.gate_policy)
     from core.supervisor import start_detached
     pid = start_detached(paths)
@@ -148,15 +150,16 @@ def cmd_runs(args) -> int:
     if not rows:
         print(f"no runs in {runs_dir(args.runs_dir)} (start one with `cockpit run`)")
         return 0
-    from core.render import runs_table
+    from cli.tables import runs_table
     runs_table(rows)
     return 0
 
 
 def _current_stage(summary: dict) -> str | None:
     stages = summary["stages"]
-    active = [s for s in stages if s["status"] not in ("waiting", "completed", "passed")]
-    return (active or [s for s in stages if s["status"] != "waiting"] or stages)[0 if active else -1]["name"]
+    active = [s for s in stages if s["status"] != StageStatus.WAITING and s["status"] not in STAGE_OK]
+    started = [s for s in stages if s["status"] != StageStatus.WAITING]
+    return (active or started or stages)[0 if active else -1]["name"]
 
 
 def cmd_show(args) -> int:
@@ -165,13 +168,13 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    from core.render import run_report
+    from cli.tables import run_report
     run_report(summary)
     return 0
 
 
 def cmd_gate(args) -> int:
-    from core.store import GATE_PENDING, RunStore
+    from core.store import RunStore
     paths = find_run(runs_dir(args.runs_dir), args.run)
     with RunStore(paths.db) as store:
         try:
@@ -179,7 +182,7 @@ def cmd_gate(args) -> int:
         except KeyError:
             names = ", ".join(s["name"] for s in store.stages())
             raise UserError(f"run {paths.id} has no stage {args.stage!r} (stages: {names})") from None
-        if row["status"] != GATE_PENDING:
+        if row["status"] != StageStatus.GATE_PENDING:
             raise UserError(f"stage {args.stage!r} has no pending gate (status: {row['status']})")
         store.decide(args.stage, args.decision, by=f"cli:{_user()}", note=args.note)
     print(f"{args.stage}: {args.decision} recorded for run {paths.id}")

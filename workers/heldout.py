@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from core.config import EvalSpec
+from core.kinds import EVAL_ROWS, KINDS
 from workers.data import load_rows
 from workers.rewards import extract_answer
 
@@ -15,9 +17,9 @@ class Item:
     answer: str
 
 
-def resolve_format(requested: str, kind: str, tokenizer) -> str:
-    """auto = text for pretrain, chat otherwise; chat needs a chat template."""
-    fmt = requested if requested != "auto" else ("text" if kind == "pretrain" else "chat")
+def resolve_format(requested: str, kind: str | None, tokenizer) -> str:
+    """auto = the kind's eval format (text after pretrain, chat otherwise); chat needs a chat template."""
+    fmt = requested if requested != "auto" else (KINDS[kind].eval_format if kind in KINDS else "chat")
     if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
         return "text"
     return fmt
@@ -119,20 +121,20 @@ def _summed_nll(logits, labels) -> tuple[float, int]:
     return float(nll), int((targets != -100).sum())
 
 
-def evaluate(model, tokenizer, eval_spec: dict, kind: str) -> dict:
+def evaluate(model, tokenizer, spec: EvalSpec, kind: str) -> dict:
     """Run the stage's EvalSpec; returns {"eval/<metric>": (value, data)}."""
-    rows = load_rows(eval_spec["data"], "eval", cap=eval_spec["max_samples"])
-    fmt = resolve_format(eval_spec.get("format", "auto"), kind, tokenizer)
+    rows = load_rows(spec.data, EVAL_ROWS, cap=spec.max_samples)
+    fmt = resolve_format(spec.format, kind, tokenizer)
     items = make_items(rows, fmt, tokenizer)
     was_training = model.training
     model.eval()
     results = {}
     try:
-        if "accuracy" in eval_spec["metrics"]:
-            acc, examples = accuracy(model, tokenizer, items, eval_spec["batch_size"], eval_spec["max_new_tokens"], fmt)
+        if "accuracy" in spec.metrics:
+            acc, examples = accuracy(model, tokenizer, items, spec.batch_size, spec.max_new_tokens, fmt)
             results["eval/accuracy"] = (acc, {"samples": len(items), "format": fmt, "examples": examples})
-        if "perplexity" in eval_spec["metrics"]:
-            ppl = perplexity(model, tokenizer, items, eval_spec["batch_size"])
+        if "perplexity" in spec.metrics:
+            ppl = perplexity(model, tokenizer, items, spec.batch_size)
             if ppl is not None:
                 results["eval/perplexity"] = (ppl, {"samples": len(items), "format": fmt})
     finally:

@@ -11,8 +11,8 @@ from workers.training import peft_config, run_training, training_args
 def build_trainer(stage, loaded):
     from trl import SFTConfig, SFTTrainer
 
-    args = training_args(stage, SFTConfig, max_length=stage.train["max_length"], dataset_text_field="text")
-    data = training_dataset(stage.stage["data"], "pretrain", stage.rows_needed())
+    args = training_args(stage, SFTConfig, max_length=stage.train.max_length, dataset_text_field="text")
+    data = training_dataset(stage, stage.rows_needed())
     return SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
                       peft_config=peft_config(stage, loaded))
 

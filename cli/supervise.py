@@ -1,0 +1,27 @@
+"""Run one run's supervisor in this process: `python -m cli.supervise RUN_DIR [--gate-policy P]`.
+
+`cockpit run` starts it detached (core.supervisor.start_detached), so it outlives any terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.events import RunStatus
+from core.gates import POLICIES
+from core.runs import RunPaths
+from core.supervisor import Supervisor
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cli.supervise", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--gate-policy", choices=POLICIES)
+    args = parser.parse_args(argv)
+    status = Supervisor(RunPaths(args.run_dir), args.gate_policy).run()
+    return 0 if status == RunStatus.COMPLETED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

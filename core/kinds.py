@@ -1,0 +1,83 @@
+"""The stage kinds: one entry each says what the kind reads, trains and emits, and which worker runs it.
+
+Adding a stage kind = one `StageKind` in `KINDS` + one module `workers/stages/<name>.py` with
+`main(stage)`; tests/test_kinds.py checks both directions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+# Fields a data row must carry; a tuple inside means "one of these".
+EVAL_ROWS: tuple = (("messages", "prompt"), "answer")
+PROMPT_ROWS: tuple = ("prompt",)
+CHAT_ROWS: tuple = (("messages", "prompt"),)
+
+TRAINER_METRICS = ("loss", "grad_norm", "learning_rate", "entropy", "num_tokens", "mean_token_accuracy", "epoch",
+                   "train_*")
+EVAL_METRICS = ("eval/accuracy", "eval/perplexity")
+ON_POLICY_METRICS = ("on_policy/mean_reward", "on_policy/mixed_prompts", "on_policy/prompts")
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """One stage kind; `metrics` are the names (fnmatch patterns) its worker emits while training."""
+
+    name: str
+    summary: str
+    rows: tuple = ()                # fields each row of `data:` must carry; () = the kind reads no data
+    trainer: str | None = None      # the TRL trainer class (a prestarted interpreter imports it early)
+    adapter: bool = False           # takes `defaults.lora` unless the stage says lora: false
+    needs_parent: bool = False      # cannot be the first stage
+    options: tuple[str, ...] = ()   # kind-specific StageSpec fields it reads
+    metrics: tuple[str, ...] = ()
+    eval_format: str = "chat"       # what eval format `auto` means after this kind
+
+    @property
+    def trains(self) -> bool:
+        return self.trainer is not None
+
+    @property
+    def worker(self) -> str:
+        """The module run as `python -m <worker> spec.json`."""
+        return f"workers.stages.{self.name}"
+
+    def emits(self, metric: str, on_policy: bool = False) -> bool:
+        """Whether a stage of this kind can record `metric` (eval results included)."""
+        names = self.metrics + EVAL_METRICS + (ON_POLICY_METRICS if on_policy else ())
+        return any(fnmatchcase(metric, pattern) for pattern in names)
+
+    def metric_names(self, on_policy: bool = False) -> list[str]:
+        """The plain (wildcard-free) metric names, for "did you mean" hints."""
+        names = self.metrics + EVAL_METRICS + (ON_POLICY_METRICS if on_policy else ())
+        return [n for n in names if "*" not in n]
+
+
+KINDS: dict[str, StageKind] = {k.name: k for k in (
+    StageKind("pretrain", "causal LM on raw text", rows=("text",), trainer="SFTTrainer",
+              metrics=TRAINER_METRICS, eval_format="text"),
+    StageKind("sft", "supervised fine-tuning on conversations", rows=CHAT_ROWS, trainer="SFTTrainer", adapter=True,
+              metrics=TRAINER_METRICS),
+    StageKind("dpo", "preference optimisation (DPO, IPO, ...) on chosen/rejected pairs",
+              rows=("prompt", "chosen", "rejected"), trainer="DPOTrainer", adapter=True,
+              options=("loss", "rewards", "on_policy"),
+              metrics=TRAINER_METRICS + ("logits/*", "logps/*", "rewards/*")),
+    StageKind("grpo", "online RL with group-relative advantages from reward functions", rows=PROMPT_ROWS,
+              trainer="GRPOTrainer", adapter=True, options=("rewards", "on_policy"),
+              metrics=TRAINER_METRICS + ("reward", "reward_std", "kl", "completions/*", "rewards/*",
+                                         "frac_reward_zero_std", "clip_ratio/*", "step_time")),
+    StageKind("merge", "fold the parent's adapter into its base weights", needs_parent=True),
+    StageKind("eval", "evaluate the parent's output without training"),
+)}
+KIND_NAMES = tuple(KINDS)
+KIND_OPTIONS = tuple(sorted({opt for kind in KINDS.values() for opt in kind.options}))
+
+
+def readers_of(option: str) -> list[str]:
+    """The kinds that read a kind-specific StageSpec field."""
+    return [k.name for k in KINDS.values() if option in k.options]
+
+
+def data_rows(kind: str, on_policy: bool) -> tuple:
+    """The row fields a stage's data must have: on-policy stages read prompts (+ reward columns) only."""
+    return PROMPT_ROWS if on_policy else KINDS[kind].rows

@@ -1,0 +1,46 @@
+"""The supervisor -> stage worker contract (`spec.json`): written and read through the config models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import Field, ValidationError
+
+from core.config import ModelSpec, StageSpec, Strict, TrainSpec
+from core.errors import SpecError
+
+
+class WorkerSpec(Strict):
+    """Everything one attempt of one stage needs; `train_overrides` are the supervisor's OOM retreats."""
+
+    run_dir: str
+    db: str
+    output_dir: str
+    stage: StageSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    attempt: int = 1
+    input_model: Optional[str] = Field(None, description="the parent stage's final folder; None = model.base")
+    resume_from: Optional[str] = Field(None, description="a checkpoint folder to resume the trainer from")
+    train_overrides: dict[str, Any] = Field(default_factory=dict)
+
+    def train(self) -> TrainSpec:
+        """The stage's TrainSpec with the overrides applied (validated like the config)."""
+        return TrainSpec.model_validate({**self.stage.train.model_dump(), **self.train_overrides})
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.model_dump(mode="json", by_alias=True), indent=2))
+        return path
+
+
+def read_spec(path: str | Path) -> WorkerSpec:
+    """A spec.json, validated; SpecError names what is wrong."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        return WorkerSpec.model_validate(raw)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError(f"cannot read spec {path}: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise SpecError(f"spec {path} is not valid: {problems}") from None

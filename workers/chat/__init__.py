@@ -1,0 +1,1 @@
+"""The chat worker: one process serving chat turns and comparisons for checkpoints of a lineage."""

@@ -1,0 +1,1 @@
+"""Stage workers: one module per stage kind, each run as `python -m workers.stages.<kind> spec.json`."""
