@@ -390,7 +390,7 @@ def _unrecorded(stage: StageSpec, metric: str) -> str | None:
     """Why `stage` never records `metric` (with a "did you mean"), or None when it can."""
     kind, on_policy = KINDS[stage.kind], bool(stage.on_policy)
     if metric in EVAL_METRICS:
-        evaluates = stage.eval if isinstance(stage.eval, EvalSpec) else (EvalSpec() if stage.kind == "eval" else None)
+        evaluates = stage.eval if isinstance(stage.eval, EvalSpec) else EvalSpec() if kind.always_evaluates else None
         if evaluates is None:
             return f"stage {stage.name!r} has no eval: to record it"
         if metric.split("/", 1)[1] not in evaluates.metrics:

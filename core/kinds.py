@@ -32,6 +32,7 @@ class StageKind:
     options: tuple[str, ...] = ()   # kind-specific StageSpec fields it reads
     metrics: tuple[str, ...] = ()
     eval_format: str = "chat"       # what eval format `auto` means after this kind
+    always_evaluates: bool = False  # evaluates with the default EvalSpec when the stage has no eval:
 
     @property
     def trains(self) -> bool:
@@ -67,7 +68,7 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
               metrics=TRAINER_METRICS + ("reward", "reward_std", "kl", "completions/*", "rewards/*",
                                          "frac_reward_zero_std", "clip_ratio/*", "step_time")),
     StageKind("merge", "fold the parent's adapter into its base weights", needs_parent=True),
-    StageKind("eval", "evaluate the parent's output without training"),
+    StageKind("eval", "evaluate the parent's output without training", always_evaluates=True),
 )}
 KIND_NAMES = tuple(KINDS)
 KIND_OPTIONS = tuple(sorted({opt for kind in KINDS.values() for opt in kind.options}))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.config import EvalSpec
 from core.errors import SpecError, UserError
+from core.kinds import KINDS
 from core.events import EventKind
 from core.worker_spec import WorkerSpec, read_spec
 from workers.modeling import count_params, load_full, load_tokenizer, resolve_source
@@ -71,9 +72,9 @@ class Stage:
         return t.steps * t.batch_size * t.grad_accum * self.world_size
 
     def eval_spec(self) -> EvalSpec | None:
-        """The stage's EvalSpec (an eval stage without one evaluates with the defaults), or None."""
+        """The stage's EvalSpec (a kind that always evaluates uses the defaults when it has none), or None."""
         ev = self.config.eval
-        if ev is True or (ev is None and self.kind == "eval"):
+        if ev is True or (ev is None and KINDS[self.kind].always_evaluates):
             return EvalSpec()
         return ev or None
 

@@ -1,8 +1,10 @@
 """Stage data: builtin sets or user files, as the datasets.Dataset each TRL trainer reads."""
 from __future__ import annotations
 
+from typing import Callable
+
 from core.config import DataSpec
-from core.datafiles import DataError, read_rows
+from core.datafiles import read_rows
 from core.kinds import data_rows
 from workers.builtin import builtin_rows
 
@@ -20,22 +22,10 @@ def load_rows(data: str | DataSpec, required: tuple, cap: int | None = None) -> 
     return rows
 
 
-def training_dataset(stage, rows_needed: int):
-    """A Dataset of the stage's `data:` for its trainer; rows beyond what `steps` consume are not tokenized."""
+def training_dataset(stage, rows_needed: int, shape: Callable[[dict], dict] | None = None):
+    """A Dataset of the stage's `data:` for its trainer, each row through the kind's `shape` (e.g. keeping
+    only the fields the trainer reads); rows beyond what `steps` consume are not tokenized."""
     from datasets import Dataset
 
     rows = load_rows(stage.config.data, data_rows(stage.kind, on_policy=False), cap=rows_needed)
-    if stage.kind == "pretrain":
-        rows = [{"text": r["text"]} for r in rows]
-    elif stage.kind == "sft":
-        rows = [_sft_row(r) for r in rows]
-    return Dataset.from_list(rows)
-
-
-def _sft_row(row: dict) -> dict:
-    """Keep only the conversational fields SFTTrainer reads (messages, or prompt + completion)."""
-    if "messages" in row:
-        return {"messages": row["messages"]}
-    if "completion" not in row:
-        raise DataError("an sft row needs `messages`, or `prompt` and `completion`")
-    return {"prompt": row["prompt"], "completion": row["completion"]}
+    return Dataset.from_list([shape(r) for r in rows] if shape else rows)

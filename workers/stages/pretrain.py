@@ -12,7 +12,7 @@ def build_trainer(stage, loaded):
     from trl import SFTConfig, SFTTrainer
 
     args = training_args(stage, SFTConfig, max_length=stage.train.max_length, dataset_text_field="text")
-    data = training_dataset(stage, stage.rows_needed())
+    data = training_dataset(stage, stage.rows_needed(), shape=lambda row: {"text": row["text"]})
     return SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
                       peft_config=peft_config(stage, loaded))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from core.datafiles import DataError
 from workers.common import entry
 from workers.data import training_dataset
 from workers.training import peft_config, run_training, training_args
@@ -11,11 +12,20 @@ from workers.training import peft_config, run_training, training_args
 def build_trainer(stage, loaded):
     from trl import SFTConfig, SFTTrainer
 
-    data = training_dataset(stage, stage.rows_needed())
+    data = training_dataset(stage, stage.rows_needed(), shape=conversation)
     args = training_args(stage, SFTConfig, max_length=stage.train.max_length,
                          assistant_only_loss="messages" in data.column_names)
     return SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
                       peft_config=peft_config(stage, loaded))
+
+
+def conversation(row: dict) -> dict:
+    """Keep only the conversational fields SFTTrainer reads (messages, or prompt + completion)."""
+    if "messages" in row:
+        return {"messages": row["messages"]}
+    if "completion" not in row:
+        raise DataError("an sft row needs `messages`, or `prompt` and `completion`")
+    return {"prompt": row["prompt"], "completion": row["completion"]}
 
 
 def main(stage) -> None:
