@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import statistics
 import sys
 import tempfile
 import time

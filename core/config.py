@@ -281,7 +281,7 @@ def _check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> N
         errors += _check_options(stage, here, located)
         errors += _check_data(stage, here, located, base_dir)
         errors += _check_gate(stage, here, names, located)
-        errors += _check_gate_metrics(cur, stage, here, located)
+        errors += _check_gate_metrics(cur, stage, here, names, located)
         names.append(stage.name)
     if errors:
         raise ConfigErrors(errors)
@@ -373,13 +373,14 @@ def _check_gate(stage: StageSpec, here: tuple, earlier: list[str], located: Loca
     return errors
 
 
-def _check_gate_metrics(cur: Curriculum, stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
-    """Every gated metric is one the stage records (and, for min_of/max_of, the named stage too)."""
+def _check_gate_metrics(cur: Curriculum, stage: StageSpec, here: tuple, earlier: list[str],
+                        located: LocatedYaml) -> list[ConfigError]:
+    """Every gated metric is one the stage records (and, for min_of/max_of, the earlier stage named too)."""
     if stage.gate is None:
         return []
     errors = []
     for metric, rule in stage.gate.require.items():
-        refs = [stage] + [cur.stage(r) for r in (rule.min_of, rule.max_of) if r in _all_names(located)]
+        refs = [stage] + [cur.stage(r) for r in (rule.min_of, rule.max_of) if r in earlier]
         problem = next((p for p in (_unrecorded(s, metric) for s in refs) if p), None)
         if problem:
             errors.append(_err(located, here + ("gate", "require", metric), problem))

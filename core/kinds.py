@@ -43,15 +43,17 @@ class StageKind:
         """The module run as `python -m <worker> spec.json`."""
         return f"workers.stages.{self.name}"
 
+    def recorded(self, on_policy: bool = False) -> tuple[str, ...]:
+        """The metric names (fnmatch patterns) a stage of this kind records, eval results included."""
+        return self.metrics + EVAL_METRICS + (ON_POLICY_METRICS if on_policy else ())
+
     def emits(self, metric: str, on_policy: bool = False) -> bool:
-        """Whether a stage of this kind can record `metric` (eval results included)."""
-        names = self.metrics + EVAL_METRICS + (ON_POLICY_METRICS if on_policy else ())
-        return any(fnmatchcase(metric, pattern) for pattern in names)
+        """Whether a stage of this kind can record `metric`."""
+        return any(fnmatchcase(metric, pattern) for pattern in self.recorded(on_policy))
 
     def metric_names(self, on_policy: bool = False) -> list[str]:
         """The plain (wildcard-free) metric names, for "did you mean" hints."""
-        names = self.metrics + EVAL_METRICS + (ON_POLICY_METRICS if on_policy else ())
-        return [n for n in names if "*" not in n]
+        return [n for n in self.recorded(on_policy) if "*" not in n]
 
 
 KINDS: dict[str, StageKind] = {k.name: k for k in (

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from core.chat_client import ChatSession, GenerationSettings, chat_history
 from cli.main import main
+from core.chat_client import ChatSession, GenerationSettings, chat_history
 from core.errors import UserError
 from core.runs import find_run
 from core.store import RunStore

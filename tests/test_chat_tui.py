@@ -1,7 +1,6 @@
 """The chat and compare screens driven by Pilot against the real chat worker (shared, already warm)."""
 from __future__ import annotations
 
-import pytest
 from textual.app import App
 from textual.widgets import Input, OptionList, SelectionList, Static
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import workers.stages
 from core.config import StageSpec
 from core.kinds import KIND_NAMES, KINDS, PROMPT_ROWS, data_rows
+import workers.stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_a_kind_that_reads_data_demands_it_and_on_policy_stages_read_prompts():
     assert "chosen" in data_rows("dpo", on_policy=False)
 
 
-def test_a_worker_module_runs_by_the_name_the_registry_gives(tmp_path):
+def test_a_worker_module_runs_by_the_name_the_registry_gives():
     done = subprocess.run([sys.executable, "-m", KINDS["eval"].worker], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "usage: python -m workers.stages.<kind>" in done.stderr

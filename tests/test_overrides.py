@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli.main import main
 from core.config import load_curriculum
 from core.errors import ConfigError
 from core.launch import new_run
 from core.overrides import apply_overrides, parse_override
 from core.status import summarize
-from cli.main import main
 
 MINI = Path(__file__).resolve().parent / "data" / "mini.yaml"
 

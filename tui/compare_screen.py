@@ -18,9 +18,9 @@ from textual.widgets import Footer, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
 from core.chat_client import ChatWorker, CompareResult, prompt_set, run_compare
-from tui.compare_tables import metrics_table, outputs_table
 from core.runs import RunPaths
 from core.targets import MAX_COMPARED, Target, lineage_targets, run_targets
+from tui.compare_tables import metrics_table, outputs_table
 
 SHOWN_PROMPTS = 20
 

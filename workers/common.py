@@ -14,8 +14,8 @@ from pathlib import Path
 
 from core.config import EvalSpec
 from core.errors import SpecError, UserError
-from core.kinds import KINDS
 from core.events import EventKind
+from core.kinds import KINDS
 from core.worker_spec import WorkerSpec, read_spec
 from workers.modeling import count_params, load_full, load_tokenizer, resolve_source
 

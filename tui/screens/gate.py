@@ -11,11 +11,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Static
 
-from core.status import delta_text
-from core.status import verdict
-from tui.format import short_number
 from core.events import Decision
 from core.run_state import GateView, StageView
+from core.status import delta_text, verdict
+from tui.format import short_number
 from tui.state import RunSnapshot
 from tui.widgets.curriculum import delta_markup
 

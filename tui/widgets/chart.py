@@ -10,9 +10,9 @@ from rich.segment import Segment
 from textual.strip import Strip
 from textual.widget import Widget
 
+from core.run_state import StageView, Threshold
 from tui.format import short_number
 from tui.series import SeriesView
-from core.run_state import StageView, Threshold
 
 AXIS_W = 9
 BRAILLE = 0x2800

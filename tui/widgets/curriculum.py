@@ -7,10 +7,10 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from core.status import verdict
-from tui.format import bar, duration, status_look
 from core.events import STAGE_ENDED_BADLY, STAGE_OK, StageStatus
 from core.run_state import StageView
+from core.status import verdict
+from tui.format import bar, duration, status_look
 from tui.state import RunSnapshot
 
 VERDICT_LOOK = {"better": "$success", "worse": "$error", "same": ""}

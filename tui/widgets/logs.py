@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.content import Content
 from textual.widgets import Log, RichLog
 
-from tui.format import SEVERITY_STYLE, elapsed_stamp
 from core.run_state import EventLine
+from tui.format import SEVERITY_STYLE, elapsed_stamp
 from tui.state import RunSnapshot
 
 KEEP_LINES = 2000

@@ -4,9 +4,9 @@ from __future__ import annotations
 from rich.markup import escape
 from textual.widgets import Static
 
-from tui.format import duration, size, status_look
 from core.events import RUN_LIVE
 from core.run_state import HardwareView
+from tui.format import duration, size, status_look
 from tui.state import RunSnapshot
 
 STALE_HEARTBEAT_S = 30.0
