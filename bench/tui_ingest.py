@@ -35,7 +35,7 @@ TICK_S = 0.02
 
 
 def make_run(root: Path) -> RunPaths:
-    from core.config import load_curriculum
+    from core.config_load import load_curriculum
 
     cur = load_curriculum(DEMO)
     paths = RunPaths(root / "bench-run")

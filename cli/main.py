@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from core.errors import UserError
 from core.events import STAGE_OK, Decision, RunStatus, StageStatus
 from core.gates import POLICIES
+from core.kinds import KINDS
 from core.runs import find_run, list_runs, runs_dir
 
 EPILOG = """examples:
   cockpit run                        run the embedded demo (TUI with a terminal, batch without)
   cockpit run my.yaml --batch        headless, gates decided by --gate-policy (default: rules)
   cockpit run --set seed=1           the demo with a config value overridden (repeatable --set KEY=VALUE)
+  cockpit check my.yaml              validate a curriculum and print its stage plan (creates nothing)
   cockpit attach latest              open the cockpit on a running or finished run
   cockpit show latest --json         the run as JSON (stages, metrics, gate decisions)
   cockpit gate latest sft approve    decide a pending manual gate from another terminal
@@ -34,11 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start a curriculum (default: configs/demo.yaml)")
     p.add_argument("config", nargs="?", type=Path, help="curriculum YAML (default: the embedded demo)")
     p.add_argument("--batch", action="store_true", help="no TUI: run in the foreground and print progress")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value by its dotted path (repeatable; a stage by name or index), "
-                        "e.g. --set stages.sft.train.steps=50 --set seed=1")
+    _overrides(p)
     _gate_policy(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a curriculum (schema, data files, rewards, gates) and print its stage "
+                                     "plan; creates nothing")
+    p.add_argument("config", type=Path, help="curriculum YAML")
+    _overrides(p)
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("resume", help="continue a failed, stopped or interrupted run from its last complete "
                                       "checkpoint")
@@ -86,6 +93,12 @@ class _Subcommands:
         return self._subparsers.add_parser(name, parents=[self._common], **kwargs)
 
 
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by its dotted path (repeatable; a stage by name or index), "
+                        "e.g. --set stages.sft.train.steps=50 --set seed=1")
+
+
 def _gate_policy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-policy", choices=POLICIES, default="rules",
                    help="how --batch decides manual gates: rules (pass iff rules pass), approve, reject")
@@ -100,6 +113,16 @@ def cmd_run(args) -> int:
     paths = new_run(args.config, runs_dir(args.runs_dir), args.overrides)
     print(f"run {paths.id} created in {paths.root}", flush=True)
     return _drive(paths, args)
+
+
+def cmd_check(args) -> int:
+    from cli.tables import plan_table
+    from core.config_load import load_curriculum
+    cur = load_curriculum(args.config, args.overrides)
+    plan_table(cur)
+    steps = sum(s.train.steps for s in cur.stages if KINDS[s.kind].trains)
+    print(f"{args.config}: ok ({len(cur.stages)} stages, {steps:,} optimizer steps)")
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -224,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `cockpit show latest | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

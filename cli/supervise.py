@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.events import RunStatus
 from core.gates import POLICIES
+from core.run_lock import RunBusy, RunLock
 from core.runs import RunPaths
 from core.supervisor import Supervisor
 
@@ -18,8 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cli.supervise", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--gate-policy", choices=POLICIES)
+    parser.add_argument("--lock-fd", type=int, help="the run's lock, taken by the launcher (default: take it here)")
     args = parser.parse_args(argv)
-    status = Supervisor(RunPaths(args.run_dir), args.gate_policy).run()
+    lock = RunLock.inherited(args.lock_fd, args.run_dir) if args.lock_fd is not None else None
+    try:
+        status = Supervisor(RunPaths(args.run_dir), args.gate_policy, lock).run()
+    except RunBusy as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0 if status == RunStatus.COMPLETED else 1
 
 

@@ -1,12 +1,17 @@
-"""Plain-terminal renderings (rich) of runs for `cockpit runs` and `cockpit show`."""
+"""Plain-terminal renderings (rich) for `cockpit runs`, `cockpit show` and `cockpit check`."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from core.config import Curriculum, DataSpec, StageSpec
 from core.events import STAGE_OK, SUMMARY_METRICS, StageStatus
+from core.gates import rule_bounds
+from core.kinds import KINDS
 from core.status import delta_text, verdict
 
 STATUS_STYLE = {StageStatus.COMPLETED: "green", StageStatus.PASSED: "green", StageStatus.RUNNING: "cyan",
@@ -87,3 +92,49 @@ def _gate_text(gate: dict | None) -> str:
     if gate.get("decision") is None:
         return "[yellow]pending[/]"
     return f"{gate['decision']} ({gate['by']})"
+
+
+def plan_table(cur: Curriculum, console: Console | None = None) -> None:
+    """`cockpit check`: the resolved stage plan, one row per stage (fits 80 columns)."""
+    console = console or Console()
+    console.print(f"[bold]{cur.name}[/]  model {cur.model.base} ({cur.model.backend}), {len(cur.stages)} stages")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("kind and data", overflow="fold")
+    table.add_column("train", no_wrap=True)
+    table.add_column("eval and gate", min_width=20)
+    for s in cur.stages:
+        table.add_row(s.name + (f"\n[dim]← {s.from_}[/]" if s.from_ else ""), s.kind + _kind_options(s),
+                      _train_text(s), _gate_plan(s))
+    console.print(table)
+
+
+def _kind_options(stage: StageSpec) -> str:
+    """The settings the stage's kind reads (loss, rewards, on-policy mining) and its data, one per line."""
+    read = KINDS[stage.kind].options
+    parts = [f"loss {stage.loss}"] if "loss" in read else []
+    if "rewards" in read and (stage.on_policy or KINDS[stage.kind].scores_data):
+        parts.append("reward " + ",".join(r.rsplit("/", 1)[-1] for r in stage.rewards))
+    if stage.on_policy:
+        parts.append(f"on-policy {stage.on_policy.prompts}×{stage.on_policy.samples}")
+    data = stage.data.source if isinstance(stage.data, DataSpec) else stage.data
+    if data:
+        parts.append(data.removeprefix("builtin:") if data.startswith("builtin:") else Path(data).name)
+    return "".join(f"\n[dim]{p}[/]" for p in parts)
+
+
+def _train_text(stage: StageSpec) -> str:
+    if not KINDS[stage.kind].trains:
+        return "-"
+    t, lora = stage.train, stage.lora
+    adapter = f"lora r{lora.r}" + (" dora" if lora.use_dora else "") if lora else "full"
+    return f"{t.steps}×{t.batch_size * t.grad_accum} lr {t.lr:g}\n[dim]{adapter}[/]"
+
+
+def _gate_plan(stage: StageSpec) -> str:
+    ev = stage.evaluation()
+    lines = [f"[dim]eval: {', '.join(ev.metrics)}[/]"] if ev else []
+    if stage.gate is not None:
+        lines += [f"{m} {b.text}" for m, rule in stage.gate.require.items() for b in rule_bounds(rule, m, {})]
+        lines += ["[yellow]manual approval[/]"] if stage.gate.approval == "manual" else []
+    return "\n".join(lines) or "-"

@@ -18,6 +18,7 @@ class EventKind(StrEnum):
     METRIC = "metric"                      # step, name (TRL's key), value; no data
     LOG = "log"
     CHECKPOINT_SAVED = "checkpoint_saved"  # step
+    CHECKPOINT_SKIPPED = "checkpoint_skipped"  # step: the checkpoint resume did not trust
     EVAL_RESULT = "eval_result"            # step, name ("eval/<metric>"), value
     GATE_PENDING = "gate_pending"
     GATE_DECIDED = "gate_decided"
@@ -125,6 +126,11 @@ class CheckpointSavedData(TypedDict, total=False):
     complete: bool       # True only after the atomic rename into checkpoints/
 
 
+class CheckpointSkippedData(TypedDict):
+    path: str
+    reason: str          # "model.safetensors truncated (1,024 bytes, manifest says 2,316,800)", "no manifest"
+
+
 class EvalResultData(TypedDict, total=False):
     samples: int
     format: str          # the prompt format it was measured in: text or chat
@@ -212,11 +218,11 @@ class NoData(TypedDict):
 
 PAYLOADS: dict[EventKind, type] = {
     EventKind.STAGE_STARTED: StageStartedData, EventKind.METRIC: NoData, EventKind.LOG: LogData,
-    EventKind.CHECKPOINT_SAVED: CheckpointSavedData, EventKind.EVAL_RESULT: EvalResultData,
-    EventKind.GATE_PENDING: GatePendingData, EventKind.GATE_DECIDED: GateDecidedData,
-    EventKind.STAGE_FINISHED: StageFinishedData, EventKind.HARDWARE: HardwareData,
-    EventKind.OOM_RETRY: OomRetryData, EventKind.RESUMED: ResumedData, EventKind.STALLED: StalledData,
-    EventKind.RUN_FINISHED: RunFinishedData, EventKind.CHAT_TURN: ChatTurnData,
+    EventKind.CHECKPOINT_SAVED: CheckpointSavedData, EventKind.CHECKPOINT_SKIPPED: CheckpointSkippedData,
+    EventKind.EVAL_RESULT: EvalResultData, EventKind.GATE_PENDING: GatePendingData,
+    EventKind.GATE_DECIDED: GateDecidedData, EventKind.STAGE_FINISHED: StageFinishedData,
+    EventKind.HARDWARE: HardwareData, EventKind.OOM_RETRY: OomRetryData, EventKind.RESUMED: ResumedData,
+    EventKind.STALLED: StalledData, EventKind.RUN_FINISHED: RunFinishedData, EventKind.CHAT_TURN: ChatTurnData,
 }
 
 
@@ -250,6 +256,10 @@ def _stage_finished(ev: EventLike) -> tuple[str, str]:
 
 def _checkpoint_saved(ev: EventLike) -> tuple[str, str]:
     return f"checkpoint step {ev.step}" + ("" if ev.data.get("complete", True) else " (partial)"), "info"
+
+
+def _checkpoint_skipped(ev: EventLike) -> tuple[str, str]:
+    return f"skipped checkpoint step {ev.step}: {ev.data.get('reason', '?')}", "warn"
 
 
 def _eval_result(ev: EventLike) -> tuple[str, str]:
@@ -299,8 +309,8 @@ def _log(ev: EventLike) -> tuple[str, str]:
 
 _DESCRIBE = {
     EventKind.STAGE_STARTED: _stage_started, EventKind.STAGE_FINISHED: _stage_finished,
-    EventKind.CHECKPOINT_SAVED: _checkpoint_saved, EventKind.EVAL_RESULT: _eval_result,
-    EventKind.GATE_PENDING: _gate_pending, EventKind.GATE_DECIDED: _gate_decided,
+    EventKind.CHECKPOINT_SAVED: _checkpoint_saved, EventKind.CHECKPOINT_SKIPPED: _checkpoint_skipped,
+    EventKind.EVAL_RESULT: _eval_result, EventKind.GATE_PENDING: _gate_pending, EventKind.GATE_DECIDED: _gate_decided,
     EventKind.OOM_RETRY: _oom_retry, EventKind.RESUMED: _resumed, EventKind.STALLED: _stalled,
     EventKind.RUN_FINISHED: _run_finished, EventKind.LOG: _log,
 }

@@ -33,6 +33,7 @@ class StageKind:
     metrics: tuple[str, ...] = ()
     eval_format: str = "chat"       # what eval format `auto` means after this kind
     always_evaluates: bool = False  # evaluates with the default EvalSpec when the stage has no eval:
+    scores_data: bool = False       # its rewards score completions of its data's prompts (rows carry their columns)
 
     @property
     def trains(self) -> bool:
@@ -66,7 +67,7 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
               options=("loss", "rewards", "on_policy"),
               metrics=TRAINER_METRICS + ("logits/*", "logps/*", "rewards/*")),
     StageKind("grpo", "online RL with group-relative advantages from reward functions", rows=PROMPT_ROWS,
-              trainer="GRPOTrainer", adapter=True, options=("rewards", "on_policy"),
+              trainer="GRPOTrainer", adapter=True, options=("rewards", "on_policy"), scores_data=True,
               metrics=TRAINER_METRICS + ("reward", "reward_std", "kl", "completions/*", "rewards/*",
                                          "frac_reward_zero_std", "clip_ratio/*", "step_time")),
     StageKind("merge", "fold the parent's adapter into its base weights", needs_parent=True),
@@ -81,6 +82,9 @@ def readers_of(option: str) -> list[str]:
     return [k.name for k in KINDS.values() if option in k.options]
 
 
-def data_rows(kind: str, on_policy: bool) -> tuple:
-    """The row fields a stage's data must have: on-policy stages read prompts (+ reward columns) only."""
-    return PROMPT_ROWS if on_policy else KINDS[kind].rows
+def data_rows(kind: str, on_policy: bool, reward_columns: tuple = ()) -> tuple:
+    """The row fields a stage's data must have: stages that score prompts' completions (on-policy mining,
+    RL) read prompts plus the columns their rewards read; others what their kind reads."""
+    if on_policy or KINDS[kind].scores_data:
+        return PROMPT_ROWS + tuple(reward_columns)
+    return KINDS[kind].rows

@@ -14,6 +14,7 @@ from core.kinds import KINDS
 from core.store import RunStore
 
 DB_NAME = "run.db"
+FAILURE_FILE = "failure.json"  # a failed worker's exception: {"type", "message", "step"}
 
 
 def runs_dir(cli_value: str | None = None) -> Path:
@@ -64,6 +65,10 @@ class RunPaths:
 
     def stage_spec(self, stage: str) -> Path:
         return self.stage_dir(stage) / "spec.json"
+
+    def stage_failure(self, stage: str) -> Path:
+        """What a failed worker recorded about its exception (FAILURE_FILE in its output folder)."""
+        return self.stage_dir(stage) / FAILURE_FILE
 
 
 def create_run(cur: Curriculum, source_file: Path, directory: Path, overrides: Sequence[str] = ()) -> RunPaths:

@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from core.checkpoints import last_complete_checkpoint
+from core.checkpoints import checkpoint_step, resume_checkpoint
 from core.config import Curriculum, StageSpec
 from core.events import RULES, RUN_ENDING_STAGE, STAGE_OK, EventKind, RunStatus, StageStatus, gate_outcome
 from core.gates import evaluate_gate, policy_decision
 from core.hardware import HardwareSampler
+from core.run_lock import RunLock
 from core.runs import RunPaths
 from core.store import RunStore
 from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
@@ -38,8 +39,9 @@ class StopRequested(Exception):
 class Supervisor:
     """Runs the stages of one run directory in order, from wherever the run stands."""
 
-    def __init__(self, paths: RunPaths, gate_policy: str | None = None):
+    def __init__(self, paths: RunPaths, gate_policy: str | None = None, lock: RunLock | None = None):
         self.paths = paths
+        self.lock = lock  # taken in run() unless a launcher passed its own down
         self.store = RunStore(paths.db)
         self.cur = Curriculum.model_validate(self.store.get_meta("config"))
         self.gate_policy = gate_policy
@@ -50,7 +52,9 @@ class Supervisor:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> str:
-        """Run every unfinished stage; returns the run's final status."""
+        """Run every unfinished stage; returns the run's final status. RunBusy (nothing touched) when
+        another supervisor holds the run."""
+        self.lock = self.lock or RunLock.acquire(self.paths.root)
         self._install_signal_handlers()
         self._reap_orphaned_worker()
         self.store.set_meta(status=RunStatus.RUNNING, supervisor_pid=os.getpid(), heartbeat=time.time())
@@ -78,6 +82,7 @@ class Supervisor:
             self.store.append(EventKind.RUN_FINISHED, status=status, now=True)
             self.store.set_meta(status=status, finished_at=time.time())
             self.store.close()
+            self.lock.release()
         return status
 
     def run_stage(self, stage: StageSpec) -> str:
@@ -113,7 +118,8 @@ class Supervisor:
         spec_path = self._write_spec(stage, attempt, overrides, resume)
         self.store.update_stage(stage.name, status=StageStatus.RUNNING, attempt=attempt, started_at=time.time(),
                                 finished_at=None, reason=None)
-        log = self.paths.stage_log(stage.name)
+        log, failure = self.paths.stage_log(stage.name), self.paths.stage_failure(stage.name)
+        failure.unlink(missing_ok=True)  # an earlier attempt's
         proc = self._take_warm(stage, spec_path, log)
         how = "warm" if proc else "cold"
         proc = proc or WorkerProcess.start(stage.kind, spec_path, log, stage.train.nproc,
@@ -123,7 +129,7 @@ class Supervisor:
                           message=f"worker started (pid {proc.pid}, attempt {attempt}, {how} start)")
         self._prestart_next(stage, cold=how == "cold")
         code = self._watch(stage, proc)
-        return code, exit_reason(code, log)
+        return code, exit_reason(code, log, failure)
 
     # -- prestarted interpreters ----------------------------------------------------------------
     def _take_warm(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | None:
@@ -179,7 +185,8 @@ class Supervisor:
         parent = self.paths.stage_final(stage.from_) if stage.from_ else None
         spec = WorkerSpec(
             run_dir=str(self.paths.root.resolve()), db=str(self.paths.db.resolve()), stage=stage,
-            model=self.cur.model, attempt=attempt, input_model=str(parent.resolve()) if parent else None,
+            model=self.cur.model, sandbox=self.cur.sandbox, attempt=attempt,
+            input_model=str(parent.resolve()) if parent else None,
             output_dir=str(self.paths.stage_dir(stage.name).resolve()),
             resume_from=str(resume) if resume else None, train_overrides=overrides)
         return spec.write(self.paths.stage_spec(stage.name))
@@ -194,14 +201,18 @@ class Supervisor:
             WorkerProcess.terminate_group(pgid)
 
     def _resume_point(self, stage: StageSpec) -> Path | None:
-        """The last complete checkpoint of a stage that ran before; its later metrics are superseded."""
-        ckpt = last_complete_checkpoint(self.paths.stage_checkpoints(stage.name))
+        """The newest checkpoint of a stage that verifies (newer broken ones are reported skipped); its later
+        metrics are superseded."""
+        ckpt, skipped = resume_checkpoint(self.paths.stage_checkpoints(stage.name))
+        for path, reason in skipped:
+            self.store.append(EventKind.CHECKPOINT_SKIPPED, stage=stage.name, step=checkpoint_step(path), now=True,
+                              path=str(path), reason=reason)
         if ckpt is None:
             if self.store.last_step(stage.name) is not None:
                 self.store.supersede_after(stage.name, 0)
                 self.store.append(EventKind.RESUMED, stage=stage.name, step=0, now=True, from_checkpoint=None)
             return None
-        step = int(ckpt.name.rsplit("-", 1)[1])
+        step = checkpoint_step(ckpt)
         self.store.supersede_after(stage.name, step)
         self.store.append(EventKind.RESUMED, stage=stage.name, step=step, now=True, from_checkpoint=str(ckpt))
         return ckpt
@@ -278,11 +289,17 @@ class Supervisor:
 
 
 def start_detached(paths: RunPaths, gate_policy: str | None = None) -> int:
-    """Start a supervisor for `paths` in its own session (survives the terminal); returns its pid."""
-    cmd = [sys.executable, "-m", "cli.supervise", str(paths.root)]
+    """Start a supervisor for `paths` in its own session (survives the terminal); returns its pid.
+    The run's lock is taken here (RunBusy if another supervisor holds it) and handed to the child."""
+    lock = RunLock.acquire(paths.root)
+    cmd = [sys.executable, "-m", "cli.supervise", str(paths.root), "--lock-fd", str(lock.fd)]
     if gate_policy:
         cmd += ["--gate-policy", gate_policy]
-    with open(paths.supervisor_log, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=worker_env())
+    try:
+        with open(paths.supervisor_log, "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, pass_fds=(lock.fd,), env=worker_env())
+        lock.set_holder(proc.pid)
+    finally:
+        lock.release()  # the child's copy keeps the lock held
     return proc.pid

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,10 @@ from pathlib import Path
 from core.kinds import KINDS
 
 TERM_GRACE_S = 10.0
+REASON_CHARS = 300
+# The last line of a Python traceback ("OSError: [Errno 28] No space left on device") or a worker's own
+# "[error] ..." line.
+EXCEPTION_LINE = re.compile(r"^(\[error\] |([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning))(: |$))")
 
 
 @dataclass
@@ -175,13 +180,26 @@ def worker_command(kind: str, spec: Path, nproc: int) -> list[str]:
     return [sys.executable, "-m", KINDS[kind].worker, str(spec)]
 
 
-def exit_reason(code: int, log: Path, lines: int = 5) -> str | None:
-    """A one-paragraph reason for a failed worker: signal or exit code, then its last log lines."""
+def exit_reason(code: int, log: Path, failure: Path) -> str | None:
+    """Why a worker failed, in one line: the exception it recorded in `failure` (type: message), else
+    the exception line of a traceback in its log, else how it ended (signal or exit code)."""
     if code == 0:
         return None
-    what = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    tail = tail_lines(log, lines)
-    return what + (": " + " | ".join(tail) if tail else "")
+    recorded = _recorded_failure(failure)
+    if recorded:
+        return recorded
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    last = next((line for line in reversed(tail_lines(log, 40)) if EXCEPTION_LINE.match(line)), None)
+    return f"{last} ({how})" if last else f"{how} (see {log.name})"
+
+
+def _recorded_failure(failure: Path) -> str | None:
+    try:
+        data = json.loads(failure.read_text())
+        text = f"{data['type']}: {data['message']}" if data.get("message") else data["type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return text.splitlines()[0][:REASON_CHARS] if text else None
 
 
 def tail_lines(path: Path, count: int, max_bytes: int = 64_000) -> list[str]:
@@ -194,4 +212,4 @@ def tail_lines(path: Path, count: int, max_bytes: int = 64_000) -> list[str]:
             text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return []
-    return [line.strip()[:300] for line in text.splitlines() if line.strip()][-count:]
+    return [line.strip()[:REASON_CHARS] for line in text.splitlines() if line.strip()][-count:]

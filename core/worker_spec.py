@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError
 
@@ -19,6 +19,7 @@ class WorkerSpec(Strict):
     output_dir: str
     stage: StageSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
+    sandbox: Literal["strict", "weak"] = Field("strict", description="the curriculum's sandbox setting, for code rewards")
     attempt: int = 1
     input_model: Optional[str] = Field(None, description="the parent stage's final folder; None = model.base")
     resume_from: Optional[str] = Field(None, description="a checkpoint folder to resume the trainer from")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
-from core.config import load_curriculum
+from core.config_load import load_curriculum
 from core.runs import RunPaths
 from core.store import RunStore
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_curriculum
+from core.config_load import load_curriculum
 from core.errors import ConfigError
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").rglob("*.yaml"))

@@ -1,6 +1,7 @@
 """Nothing lost: real signals, real floods, real broken files. Run alone with `pytest -m faults`."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,8 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint_usable(tmp_path):
                    env={"COCKPIT_FAULT_DISK_FULL_AT_STEP": "10"})
     assert done.returncode == 1
     run = the_run(runs)
+    reason = json.loads(cockpit("show", "latest", "--json", runs=runs).stdout)["stages"][0]["reason"]
+    assert re.match(r"^\w+Error: .*File too large", reason), reason  # the exception, not the log's last lines
     last = last_complete_checkpoint(run / "stages" / "pretrain" / "checkpoints")
     assert last is not None and last.name == "checkpoint-5"
     resumed = cockpit("resume", "latest", "--batch", runs=runs)

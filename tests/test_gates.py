@@ -4,7 +4,8 @@ import signal
 import pytest
 from pydantic import ValidationError
 
-from core.config import Curriculum, GateSpec, Rule, load_curriculum
+from core.config import Curriculum, GateSpec, Rule
+from core.config_load import load_curriculum
 from core.errors import ConfigError
 from core.events import EventKind
 from core.gates import evaluate_gate, policy_decision

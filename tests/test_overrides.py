@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cli.main import main
-from core.config import load_curriculum
+from core.config_load import load_curriculum
 from core.errors import ConfigError
 from core.launch import new_run
 from core.overrides import apply_overrides, parse_override

@@ -1,6 +1,7 @@
 """Reward functions: plain functions with TRL's signature."""
 import pytest
 
+from core.reward_registry import REWARDS
 from workers.common import SpecError
 from workers.rewards import exact_match, extract_answer, format, get_rewards
 
@@ -32,8 +33,17 @@ def test_format_wants_a_bare_equation():
 
 def test_registry_names_and_user_functions():
     assert get_rewards(["exact_match", "format"]) == [exact_match, format]
-    assert get_rewards(["tests.test_rewards:reward_short"])[0](None, ["ab"]) == [-0.2]
+    assert get_rewards([f"{__file__}:reward_short"])[0](None, ["ab"]) == [-0.2]
     with pytest.raises(SpecError, match="unknown reward"):
         get_rewards(["nope"])
-    with pytest.raises(SpecError, match="cannot import"):
-        get_rewards(["tests.test_rewards:missing"])
+    with pytest.raises(SpecError, match="cannot load"):
+        get_rewards([f"{__file__}:missing"])
+
+
+def test_every_registry_reward_resolves_to_a_function_taking_its_columns():
+    import inspect
+    for name, entry in REWARDS.items():
+        (func,) = get_rewards([name])
+        params = inspect.signature(func).parameters
+        assert callable(func) and func.__name__ == name, entry.target
+        assert all(c in params for c in entry.columns), (name, entry.columns)

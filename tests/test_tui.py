@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from core.config import load_curriculum
+from core.config_load import load_curriculum
 
 from core.store import RunStore
 from tui.app import CockpitApp

@@ -16,6 +16,7 @@ from conftest import WorkerRun
 from core.kinds import KINDS
 
 EVAL = {"max_samples": 16, "batch_size": 16}
+SHORT_REWARD = f"{Path(__file__).parent / 'test_rewards.py'}:reward_short"  # a user reward named by its file
 MINE = {"prompts": 8, "samples": 4, "max_new_tokens": 6}
 STAGES = {
     "pretrain": dict(kind="pretrain", data="builtin:arithmetic-text", eval=EVAL, train={"lr": 3e-3}),
@@ -23,11 +24,11 @@ STAGES = {
     "dpo": dict(kind="dpo", data="builtin:arithmetic-preference", lora={"r": 8}, train={"beta": 0.1}),
     "grpo": dict(kind="grpo", data="builtin:arithmetic-prompts", lora={"r": 8}, train={"lr": 1e-2, "batch_size": 4,
                  "num_generations": 2, "max_completion_length": 6},
-                 rewards=["exact_match", "tests.test_rewards:reward_short"]),
+                 rewards=["exact_match", SHORT_REWARD]),
     "dpo_mined": dict(kind="dpo", data="builtin:arithmetic-prompts", lora={"r": 8}, loss="sigmoid,sft",
-                      rewards=["tests.test_rewards:reward_short"], on_policy=MINE),
+                      rewards=[SHORT_REWARD], on_policy=MINE),
     "grpo_mined": dict(kind="grpo", data="builtin:arithmetic-prompts", lora={"r": 8}, on_policy=MINE,
-                       rewards=["tests.test_rewards:reward_short"],
+                       rewards=[SHORT_REWARD],
                        train={"batch_size": 4, "num_generations": 2, "max_completion_length": 6}),
     "final": dict(kind="merge", eval=EVAL),
     "check": dict(kind="eval", eval=EVAL),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from core.checkpoints import write_manifest
 from core.events import EventKind
 
 
@@ -15,8 +16,8 @@ class StoreCallback(TrainerCallback):
     """Writes `metric` and `checkpoint_saved` events (rank 0) and moves complete checkpoints.
 
     Trainer writes `checkpoint-N` into a scratch folder; once it is complete (trainer_state.json is
-    written last, and every rank has passed a barrier) it is renamed into `checkpoints/`, so a
-    half-written folder never appears there.
+    written last, and every rank has passed a barrier) rank 0 adds its manifest (core/checkpoints.py)
+    and renames it into `checkpoints/`, so a half-written folder never appears there.
     """
 
     def __init__(self, store, stage: str, scratch: Path, checkpoints: Path):
@@ -40,6 +41,7 @@ class StoreCallback(TrainerCallback):
         written = self.scratch / f"checkpoint-{step}"
         if not (written / "trainer_state.json").is_file():
             return
+        write_manifest(written)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         target = self.checkpoints / written.name
         if target.exists():  # left by an earlier attempt that ran past this step

@@ -22,10 +22,11 @@ def program_with_tests(code: str, tests) -> str:
     return code.rstrip() + "\n\n" + "\n".join(str(t) for t in lines) + "\n"
 
 
-def code_exec(prompts, completions, tests, **_) -> list[float]:
-    """1.0 when the completion's code passes every test of its row in the sandbox, else 0.0."""
+def code_exec(prompts, completions, tests, allow_weak: bool = False, **_) -> list[float]:
+    """1.0 when the completion's code passes every test of its row in the sandbox, else 0.0.
+    `allow_weak` (config `sandbox: weak`) lets it run where the sandbox has only its weakest barrier."""
     rewards = []
     for completion, row_tests in zip(completions, tests):
         program = program_with_tests(extract_code(completion_text(completion)), row_tests)
-        rewards.append(1.0 if run_untrusted(program, LIMITS).ok else 0.0)
+        rewards.append(1.0 if run_untrusted(program, LIMITS, allow_weak=allow_weak).ok else 0.0)
     return rewards

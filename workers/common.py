@@ -12,10 +12,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from core.config import EvalSpec
 from core.errors import SpecError, UserError
 from core.events import EventKind
-from core.kinds import KINDS
+from core.runs import FAILURE_FILE
 from core.worker_spec import WorkerSpec, read_spec
 from workers.modeling import count_params, load_full, load_tokenizer, resolve_source
 
@@ -71,13 +70,6 @@ class Stage:
         t = self.train
         return t.steps * t.batch_size * t.grad_accum * self.world_size
 
-    def eval_spec(self) -> EvalSpec | None:
-        """The stage's EvalSpec (a kind that always evaluates uses the defaults when it has none), or None."""
-        ev = self.config.eval
-        if ev is True or (ev is None and KINDS[self.kind].always_evaluates):
-            return EvalSpec()
-        return ev or None
-
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
@@ -118,6 +110,7 @@ def pin_threads(stage: Stage) -> None:
 
 
 def _failure(stage: Stage, exc: BaseException) -> int:
+    _record_failure(stage, exc)
     if _is_oom(exc):
         stage.log(f"out of memory at step {stage.current_step()}: {exc}", "error")
         return EXIT_OOM
@@ -126,6 +119,18 @@ def _failure(stage: Stage, exc: BaseException) -> int:
     if isinstance(exc, UserError):
         return EXIT_BAD_SPEC
     return EXIT_FAILED
+
+
+def _record_failure(stage: Stage, exc: BaseException) -> None:
+    """The exception's type and message for the supervisor's stage record (the first rank to fail wins);
+    a full disk may refuse even this, and the supervisor then reads the log."""
+    record = {"type": type(exc).__name__, "message": str(exc), "step": stage.current_step()}
+    try:
+        fd = os.open(stage.output_dir / FAILURE_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+    except OSError:
+        pass
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -170,7 +175,7 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 def record_eval(stage: Stage, model, tokenizer, step: int) -> dict:
     """Evaluate the final model when the stage asks for it; one `eval_result` event per metric."""
-    spec = stage.eval_spec()
+    spec = stage.config.evaluation()
     if not spec or stage.rank != 0:
         return {}
     from workers.heldout import evaluate

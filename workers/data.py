@@ -5,7 +5,6 @@ from typing import Callable
 
 from core.config import DataSpec
 from core.datafiles import read_rows
-from core.kinds import data_rows
 from workers.builtin import builtin_rows
 
 
@@ -27,5 +26,5 @@ def training_dataset(stage, rows_needed: int, shape: Callable[[dict], dict] | No
     only the fields the trainer reads); rows beyond what `steps` consume are not tokenized."""
     from datasets import Dataset
 
-    rows = load_rows(stage.config.data, data_rows(stage.kind, on_policy=False), cap=rows_needed)
+    rows = load_rows(stage.config.data, stage.config.row_fields(), cap=rows_needed)
     return Dataset.from_list([shape(r) for r in rows] if shape else rows)

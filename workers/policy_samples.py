@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from core.config import OnPolicySpec
 from core.errors import SpecError
-from core.kinds import PROMPT_ROWS
 from workers.rewards import get_rewards
 
 
@@ -34,7 +33,7 @@ def mine(stage, model, tokenizer, rows: list[dict]) -> list[Scored]:
     spec, started = stage.config.on_policy, time.monotonic()
     prompts = [prompt_text(tokenizer, r["prompt"]) for r in rows]
     completions = sample(model, tokenizer, prompts, spec, seed=stage.train.seed)
-    scored = score(rows, completions, get_rewards(stage.config.rewards))
+    scored = score(rows, completions, get_rewards(stage.config.rewards, stage.spec.sandbox))
     _report(stage, scored, time.monotonic() - started)
     return scored
 
@@ -130,7 +129,7 @@ def mined_dataset(stage, loaded, select):
 
     from workers.data import load_rows
 
-    rows = load_rows(stage.config.data, PROMPT_ROWS, cap=stage.config.on_policy.prompts)
+    rows = load_rows(stage.config.data, stage.config.row_fields(), cap=stage.config.on_policy.prompts)
     kept = select(mine(stage, loaded.model, loaded.tokenizer, rows))
     if not kept:
         raise SpecError(f"on_policy: every sample of all {len(rows)} prompts scored the same, so there is "

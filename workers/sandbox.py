@@ -1,14 +1,24 @@
 """Run model-written code in a sandbox: separate process, time/memory/process/output limits, no network.
 
-Layers, strongest first (each used where the machine allows it):
-- as root: new network and pid namespaces (`unshare --net --pid`), the program runs as `nobody`
-  (cannot write the project or home), every process it forks dies with it;
-- always: rlimits (address space, CPU seconds, processes, file size = output cap, no core dumps),
-  a wall-clock limit that kills the whole process group, a fresh temporary directory removed after;
-- always: an audit hook in the sandboxed interpreter refusing writes outside its temporary directory,
-  sockets and ctypes (so code that is not root-isolated still has no network and no easy escape).
-Without root and without user namespaces there is no network namespace: the audit hook is then the
-only network barrier (documented in README).
+The barrier is decided once per process (`barrier()`, `describe_barrier()`), strongest first:
+- "root" (running as root): new network, pid and mount namespaces (`unshare`); the program runs as
+  `nobody` with no new privileges; every process it forks dies with it;
+- "userns" (not root, unprivileged user namespaces allowed): the same namespaces inside a new user
+  namespace (`unshare --user --map-root-user`), every capability dropped, no new privileges;
+- "weak" (neither): only the audit hook and the limits below. The network is then open to code that
+  slips past the hook, so `run_untrusted` refuses with `SandboxUnavailable` unless the caller opts in
+  with `allow_weak=True` (config `sandbox: weak`).
+In "root" and "userns", where the kernel has `mount_setattr` (Linux 5.12+), the mount namespace shows the
+whole filesystem read-only except the work directory, and a private /proc hides the host's processes;
+where it has not, writes outside the work directory are refused by the audit hook only.
+Always: rlimits (address space, CPU seconds, processes, file size = output cap, no core dumps), a
+wall-clock limit that kills the whole process group, a fresh temporary directory removed after, and an
+audit hook in the sandboxed interpreter. The hook refuses sockets, ctypes, creating or signalling
+processes, tracing, symlinks, writes outside the work directory (by open mode or os.open flags; paths
+with '..' or given as path objects count as outside), opening directories outside it, and rename, link,
+chmod, chown, truncate, utime, xattr and shutil writes that touch anything outside it. The hook is
+defence in depth, not a boundary: CPython's audit hooks cannot stop all in-process tricks, and calls
+that raise no audit event (os.mkfifo, os.mknod) pass it; the namespaces are the barrier.
 """
 from __future__ import annotations
 
@@ -22,28 +32,136 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
+
+from core.errors import SpecError
 
 NOBODY = 65534
+SANDBOX_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 GUARD = r'''
-import os, sys
-root = os.path.realpath(os.getcwd())
-def inside(path):
+import posix, sys
+
+# Everything the hook uses is bound as a default argument: no global or closure the sandboxed code could
+# rebind; the helpers' __code__ and __defaults__ cannot be replaced, and the hook itself is out of reach.
+ROOT = posix.getcwd()
+REFUSED = ("socket.", "ctypes.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+           "os.forkpty", "pty.spawn", "os.kill", "os.killpg", "os.symlink", "os.chdir", "os.chroot", "fcntl.ioctl",
+           "gc.get_", "sys.settrace", "sys.setprofile", "resource.setrlimit", "resource.prlimit")
+PATHS = type(type.__dict__)({  # read-only: event -> indexes of its args that must lie under ROOT
+    "os.rename": (0, 1), "os.link": (0, 1), "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,),
+    "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,), "os.chflags": (0,), "os.utime": (0,),
+    "os.setxattr": (0,), "os.removexattr": (0,), "shutil.copyfile": (1,), "shutil.copymode": (1,),
+    "shutil.copystat": (1,), "shutil.copytree": (1,), "shutil.move": (0, 1), "shutil.rmtree": (0,),
+    "shutil.chown": (0,), "shutil.make_archive": (0,), "shutil.unpack_archive": (1,)})
+WRITE_FLAGS = posix.O_WRONLY | posix.O_RDWR | posix.O_CREAT | posix.O_APPEND | posix.O_TRUNC
+
+
+def norm(path, root=ROOT, type=type, str=str, bytes=bytes):
+    """`path` made absolute without '.' parts; None when it cannot be checked ('..', path objects)."""
+    if type(path) is bytes:
+        path = path.decode("utf-8", "surrogateescape")
+    if type(path) is not str or ".." in path.split("/"):
+        return None
+    parts = (path if path[:1] == "/" else root + "/" + path).split("/")
+    return "/" + "/".join([p for p in parts if p and p != "."])
+
+
+def inside(path, root=ROOT, norm=norm):
+    full = norm(path)
+    return full is not None and (full + "/").startswith(root + "/")
+
+
+def is_dir(full, stat=posix.stat, item=tuple.__getitem__, OSError=OSError):
     try:
-        return os.path.realpath(os.fsdecode(path)).startswith(root + os.sep)
-    except Exception:
+        return item(stat(full), 0) & 0o170000 == 0o040000
+    except OSError:
         return False
-def hook(event, args):
-    if event == "open" and args[1] and any(c in str(args[1]) for c in "wax+") and not inside(args[0]):
-        raise PermissionError(f"sandbox: writing outside {root} is not allowed")
-    if event.startswith(("socket.", "ctypes.")) or event in ("os.chdir", "os.chroot"):
+
+
+def may_open(path, mode, flags, write_flags=WRITE_FLAGS, inside=inside, norm=norm, is_dir=is_dir, type=type,
+             str=str, int=int):
+    """Reads anywhere; writes and directory handles (usable as dir_fd) only under ROOT."""
+    if type(path) is int or inside(path):
+        return True
+    if type(mode) is str and ("w" in mode or "a" in mode or "x" in mode or "+" in mode):
+        return False
+    if type(flags) is int and flags & write_flags:
+        return False
+    full = norm(path)
+    return type(mode) is str if full is None else not is_dir(full)
+
+
+def hook(event, args, refused=REFUSED, paths=PATHS, may_open=may_open, inside=inside, root=ROOT, type=type,
+         str=str, helpers=(norm, inside, is_dir, may_open), PermissionError=PermissionError):
+    if event.startswith(refused):
         raise PermissionError(f"sandbox: {event} is not allowed")
-    if event in ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "shutil.rmtree") and not inside(args[0]):
-        raise PermissionError(f"sandbox: {event} outside {root} is not allowed")
+    if event == "import" and type(args[0]) is str and args[0] == "_posixsubprocess":
+        raise PermissionError("sandbox: starting processes is not allowed (import _posixsubprocess)")
+    if event == "object.__setattr__":
+        for helper in helpers:
+            if args[0] is helper:
+                raise PermissionError("sandbox: changing the sandbox's audit hook is not allowed")
+    if event == "open" and not may_open(*args):
+        raise PermissionError(f"sandbox: writing or opening directories outside {root} is not allowed")
+    for index in paths.get(event, ()):
+        if not inside(args[index]):
+            raise PermissionError(f"sandbox: {event} outside {root} is not allowed")
+
+
 sys.addaudithook(hook)
+del hook
 sys.argv = sys.argv[1:]
-code = open(sys.argv[0]).read()
+with open(sys.argv[0]) as main:
+    code = main.read()
 exec(compile(code, sys.argv[0], "exec"), {"__name__": "__main__"})
 '''
+JAIL = r'''
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clear", "propagation", "userns_fd")]
+
+
+def check(rc, what):
+    if rc != 0:
+        raise OSError(ctypes.get_errno(), f"sandbox jail: {what} failed")
+
+
+def mount_setattr(path, flags, attr):  # syscall 442 on every Linux architecture but alpha
+    check(libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), ctypes.c_char_p(path), ctypes.c_uint(flags),
+                       ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
+
+
+work = os.getcwd().encode()
+check(libc.mount(work, work, None, ctypes.c_ulong(4096), None), "bind mount of the work dir")  # MS_BIND
+mount_setattr(b"/", 0x8000, MountAttr(set=1))  # AT_RECURSIVE, MOUNT_ATTR_RDONLY: every mount read-only
+mount_setattr(work, 0, MountAttr(clear=1))     # but the work dir
+os.chdir(work)
+os.execv(sys.argv[1], sys.argv[1:])
+'''
+UNAVAILABLE = (
+    "no sandbox barrier for model-written code on this machine: not root, and unprivileged user "
+    "namespaces are unavailable (`unshare --user --map-root-user --net --pid` fails, or unshare/setpriv "
+    "from util-linux is missing), so the code would run with the network open. Run as root, allow user "
+    "namespaces (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, or "
+    "kernel.apparmor_restrict_unprivileged_userns=0), or accept the audit-hook-only barrier explicitly "
+    "with `sandbox: weak` in the config (run_untrusted(..., allow_weak=True)).")
+
+
+class SandboxUnavailable(SpecError):
+    """Only the weak barrier (audit hook + rlimits) is available and the caller did not opt in to it."""
+
+
+class Plan(NamedTuple):
+    """How runs are isolated: a barrier level and whether the filesystem is read-only but the work dir."""
+
+    level: str
+    mounts: bool
+
+
+WEAK = Plan("weak", False)
 
 
 @dataclass(frozen=True)
@@ -70,26 +188,70 @@ class SandboxResult:
         return self.exit_code == 0 and not self.timed_out
 
 
-def run_untrusted(code: str, limits: SandboxLimits = SandboxLimits(), stdin: str = "") -> SandboxResult:
-    """Run Python `code` in a sandbox and return its outcome; never raises for what the code does."""
+def run_untrusted(code: str, limits: SandboxLimits = SandboxLimits(), stdin: str = "",
+                  allow_weak: bool = False) -> SandboxResult:
+    """Run Python `code` in a sandbox and return its outcome; never raises for what the code does.
+
+    Raises SandboxUnavailable when only the "weak" barrier exists here and `allow_weak` is False.
+    """
+    plan = _plan()
+    if plan.level == "weak" and not allow_weak:
+        raise SandboxUnavailable(UNAVAILABLE)
+    return _run(code, limits, stdin, plan)
+
+
+def barrier() -> str:
+    """The barrier runs get here: "root", "userns" or "weak" (see the module docstring)."""
+    return _plan().level
+
+
+def describe_barrier() -> str:
+    """One line saying what isolates model-written code on this machine."""
+    plan = _plan()
+    if plan.level == "weak":
+        return ("weak: audit hook and rlimits only, the network is not isolated "
+                "(runs only with the explicit `sandbox: weak` opt-in)")
+    who = "runs as nobody" if plan.level == "root" else "unprivileged user namespace without capabilities"
+    files = ("read-only filesystem except its work dir, private /proc" if plan.mounts
+             else "writes outside its work dir refused by the audit hook only")
+    return f"{plan.level}: {who}, no network, own pid namespace, {files}; audit hook and rlimits"
+
+
+@lru_cache(maxsize=1)
+def _plan() -> Plan:
+    """The strongest plan that runs a trivial program here (probed once per process)."""
+    for plan in _candidates():
+        if _run("pass", SandboxLimits(), "", plan).ok:
+            return plan
+    return WEAK
+
+
+def _candidates() -> list[Plan]:
+    if not (shutil.which("unshare", path=SANDBOX_PATH) and shutil.which("setpriv", path=SANDBOX_PATH)):
+        return []
+    level = "root" if os.geteuid() == 0 else "userns"
+    return [Plan(level, True), Plan(level, False)]
+
+
+def _run(code: str, limits: SandboxLimits, stdin: str, plan: Plan) -> SandboxResult:
     work = Path(tempfile.mkdtemp(prefix="cockpit-sandbox-"))
     logs = Path(tempfile.mkdtemp(prefix="cockpit-sandbox-out-"))
     try:
         (work / "guard.py").write_text(GUARD)
         (work / "main.py").write_text(code)
-        if _isolated():
+        if plan.level == "root":
             os.chown(work, NOBODY, NOBODY)
-        return _execute(work, logs, limits, stdin)
+        return _execute(work, logs, limits, stdin, plan)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(logs, ignore_errors=True)
 
 
-def _execute(work: Path, logs: Path, limits: SandboxLimits, stdin: str) -> SandboxResult:
+def _execute(work: Path, logs: Path, limits: SandboxLimits, stdin: str, plan: Plan) -> SandboxResult:
     out_path, err_path = logs / "stdout", logs / "stderr"
-    nproc = limits.processes if _isolated() else _own_process_count() + limits.processes
+    nproc = limits.processes if plan.level == "root" else _own_task_count() + limits.processes
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(_command(), cwd=work, stdin=subprocess.PIPE, stdout=out, stderr=err,
+        proc = subprocess.Popen(_command(plan), cwd=work, stdin=subprocess.PIPE, stdout=out, stderr=err,
                                 start_new_session=True, close_fds=True, env=_clean_env(work),
                                 preexec_fn=lambda: _apply_limits(limits, nproc))
         timed_out = False
@@ -104,22 +266,29 @@ def _execute(work: Path, logs: Path, limits: SandboxLimits, stdin: str) -> Sandb
                          _read_capped(err_path, limits.output_bytes), timed_out)
 
 
-def _command() -> list[str]:
-    guard_and_main = ["-I", "-S", "-B", "guard.py", "main.py"]
-    if _isolated():
-        return ["unshare", "--net", "--pid", "--fork", "--kill-child=SIGKILL", "--",
-                "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
-                _interpreter_for_nobody(), *guard_and_main]
-    return [sys.executable, *guard_and_main]
+def _command(plan: Plan) -> list[str]:
+    python = _interpreter_for_nobody() if plan.level == "root" else sys.executable
+    program = [python, "-I", "-S", "-B", "guard.py", "main.py"]
+    if plan.level == "weak":
+        return program
+    jail = [python, "-I", "-S", "-c", JAIL] if plan.mounts else []
+    return [*_unshare(plan), "--", *jail, *_drop_privileges(plan.level), "--", *program]
 
 
-@lru_cache(maxsize=1)
-def _isolated() -> bool:
-    """True when namespaces and a uid switch are available (root with unshare and setpriv)."""
-    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
-        return False
-    probe = subprocess.run(["unshare", "--net", "--pid", "--fork", "true"], capture_output=True)
-    return probe.returncode == 0
+def _unshare(plan: Plan) -> list[str]:
+    flags = ["--net", "--pid", "--fork", "--kill-child=SIGKILL"]
+    if plan.level == "userns":
+        flags = ["--user", "--map-root-user", *flags]
+    if plan.mounts:
+        flags += ["--mount", "--mount-proc"]
+    return [shutil.which("unshare", path=SANDBOX_PATH), *flags]
+
+
+def _drop_privileges(level: str) -> list[str]:
+    """As root: become nobody. In a user namespace: stay its root (the caller's uid) without capabilities."""
+    drop = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if level == "root" else [
+        "--inh-caps=-all", "--bounding-set=-all"]
+    return [shutil.which("setpriv", path=SANDBOX_PATH), *drop, "--no-new-privs"]
 
 
 def _interpreter_for_nobody() -> str:
@@ -138,11 +307,17 @@ def _world_executable(path: Path) -> bool:
     return all(p.stat().st_mode & 0o001 for p in [real, *real.parents])
 
 
-def _own_process_count() -> int:
-    """Processes of this uid: RLIMIT_NPROC counts them all, so an unisolated sandbox adds to it."""
-    import psutil
-    uid = os.getuid()
-    return sum(1 for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid)
+def _own_task_count() -> int:
+    """Threads of this uid: RLIMIT_NPROC counts them all, so a sandbox not run as nobody adds to it."""
+    uid, total = str(os.getuid()), 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if fields.get("Uid", "").split()[:1] == [uid]:
+            total += int(fields.get("Threads", "1"))
+    return total
 
 
 def _apply_limits(limits: SandboxLimits, nproc: int) -> None:
@@ -157,7 +332,7 @@ def _apply_limits(limits: SandboxLimits, nproc: int) -> None:
 
 
 def _clean_env(work: Path) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8",
+    return {"PATH": SANDBOX_PATH, "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1"}
 
 

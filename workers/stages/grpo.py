@@ -21,8 +21,9 @@ def build_trainer(stage, loaded):
         data = mined_dataset(stage, loaded, sometimes_solved)
     else:
         data = training_dataset(stage, stage.rows_needed())
-    return GRPOTrainer(model=loaded.model, reward_funcs=get_rewards(stage.config.rewards), args=args,
-                       train_dataset=data, processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded))
+    rewards = get_rewards(stage.config.rewards, stage.spec.sandbox)
+    return GRPOTrainer(model=loaded.model, reward_funcs=rewards, args=args, train_dataset=data,
+                       processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded))
 
 
 def main(stage) -> None:

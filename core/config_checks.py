@@ -1,0 +1,161 @@
+"""The checks a curriculum passes after its schema: stage order, kind options, data, gates, the model folder."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from core.config import BUILTIN_DATA, Curriculum, DataSpec, EvalSpec, StageSpec
+from core.datafiles import DataError, read_rows
+from core.errors import ConfigError, ConfigErrors
+from core.kinds import EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
+from core.reward_registry import reward_problem
+from core.yaml_lines import LocatedYaml
+
+
+def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> None:
+    """Every check below; all errors found are raised together."""
+    errors: list[ConfigError] = _check_model(cur, located, base_dir)
+    names: list[str] = []
+    for i, stage in enumerate(cur.stages):
+        here = ("stages", i)
+        if stage.name in names:
+            errors.append(_err(located, here + ("name",), f"duplicate stage name {stage.name!r}"))
+        errors += _check_from(stage, i, names, located)
+        errors += _check_options(stage, here, located)
+        errors += _check_rewards(stage, here, located, base_dir)
+        errors += _check_data(stage, here, located, base_dir)
+        errors += _check_gate(stage, here, names, located)
+        errors += _check_gate_metrics(cur, stage, here, names, located)
+        names.append(stage.name)
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _check_model(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
+    """A local model folder must exist and hold safetensors weights (pickle weights can run code)."""
+    base = cur.model.base
+    if base.startswith("builtin:"):
+        if base != "builtin:tiny-qwen3":
+            return [_err(located, ("model", "base"), f"unknown builtin model {base!r}; known: builtin:tiny-qwen3")]
+        return []
+    folder = Path(base) if Path(base).is_absolute() else base_dir / base
+    looks_local = base.startswith((".", "/", "~")) or folder.exists()
+    if not looks_local:
+        return []  # a hub id: resolved by the worker (offline machines fail there with a clear message)
+    if not folder.is_dir():
+        return [_err(located, ("model", "base"), f"model folder {base!r} not found")]
+    if not list(folder.glob("*.safetensors")) and not (folder / "adapter_model.safetensors").exists():
+        pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+        return [_err(located, ("model", "base"), f"model folder {base!r} has {what}; "
+                     "convert it to safetensors (pickle files can execute code when loaded)")]
+    cur.model.base = str(folder.resolve())
+    return []
+
+
+def _check_from(stage: StageSpec, i: int, earlier: list[str], located: LocatedYaml) -> list[ConfigError]:
+    if stage.from_ is None:
+        if i == 0 and KINDS[stage.kind].needs_parent:
+            return [_err(located, ("stages", i, "kind"), f"a {stage.kind} stage needs an earlier stage to start from")]
+        stage.from_ = earlier[-1] if earlier else None
+        return []
+    if stage.from_ in earlier:
+        return []
+    what = "a later stage" if stage.from_ == stage.name or stage.from_ in _all_names(located) else "no stage"
+    return [_err(located, ("stages", i, "from"), f"{stage.from_!r} names {what}; from: must name an earlier stage")]
+
+
+def _all_names(located: LocatedYaml) -> list[str]:
+    return [s.get("name") for s in located.data.get("stages", []) if isinstance(s, dict)]
+
+
+def _check_options(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """Kind-specific fields (loss, rewards, on_policy) written on a kind that does not read them."""
+    raw = located.data["stages"][here[1]]
+    return [_err(located, here + (opt,), f"{opt} is read by {' and '.join(readers_of(opt))} stages, not {stage.kind}")
+            for opt in KIND_OPTIONS if opt in raw and opt not in KINDS[stage.kind].options]
+
+
+def _check_rewards(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
+    """Every reward name resolves now (registry, named file, installed module), not when the stage starts."""
+    if "rewards" not in KINDS[stage.kind].options:
+        return []
+    return [_err(located, here + ("rewards", i), problem) for i, name in enumerate(stage.rewards)
+            if (problem := reward_problem(name, base_dir))]
+
+
+def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
+    if KINDS[stage.kind].rows and stage.data is None:
+        return [_err(located, here + ("kind",), f"a {stage.kind} stage needs data:")]
+    eval_data = stage.eval.data if isinstance(stage.eval, EvalSpec) else None
+    uses = (("data", stage.data, stage.row_fields()), ("eval", eval_data, EVAL_ROWS))
+    errors = []
+    for key, spec, use in uses:
+        source = spec.source if isinstance(spec, DataSpec) else spec
+        if not isinstance(source, str):
+            continue
+        if source.startswith("builtin:"):
+            if source.split(":", 1)[1] not in BUILTIN_DATA:
+                errors.append(_err(located, here + (key,), f"unknown builtin data {source!r}; "
+                                   f"known: {', '.join('builtin:' + n for n in BUILTIN_DATA)}"))
+            continue
+        file = Path(source) if Path(source).is_absolute() else base_dir / source
+        if not file.is_file():
+            errors.append(_err(located, here + (key,), f"data file {source!r} not found (looked in {file})"))
+            continue
+        on_error = spec.on_error if isinstance(spec, DataSpec) else "fail"
+        try:
+            read_rows(file, use, on_error)
+        except DataError as exc:
+            exc.field = ".".join(str(p) for p in here + (key,))
+            errors.append(exc)
+    return errors
+
+
+def _check_gate(stage: StageSpec, here: tuple, earlier: list[str], located: LocatedYaml) -> list[ConfigError]:
+    if stage.gate is None:
+        return []
+    errors = []
+    for metric, rule in stage.gate.require.items():
+        for key in ("min_of", "max_of"):
+            ref = getattr(rule, key)
+            if ref is not None and ref not in earlier:
+                errors.append(_err(located, here + ("gate", "require", metric, key),
+                                   f"{ref!r} is not an earlier stage"))
+    return errors
+
+
+def _check_gate_metrics(cur: Curriculum, stage: StageSpec, here: tuple, earlier: list[str],
+                        located: LocatedYaml) -> list[ConfigError]:
+    """Every gated metric is one the stage records (and, for min_of/max_of, the earlier stage named too)."""
+    if stage.gate is None:
+        return []
+    errors = []
+    for metric, rule in stage.gate.require.items():
+        refs = [stage] + [cur.stage(r) for r in (rule.min_of, rule.max_of) if r in earlier]
+        problem = next((p for p in (_unrecorded(s, metric) for s in refs) if p), None)
+        if problem:
+            errors.append(_err(located, here + ("gate", "require", metric), problem))
+    return errors
+
+
+def _unrecorded(stage: StageSpec, metric: str) -> str | None:
+    """Why `stage` never records `metric` (with a "did you mean"), or None when it can."""
+    kind, on_policy = KINDS[stage.kind], bool(stage.on_policy)
+    if metric in EVAL_METRICS:
+        evaluates = stage.evaluation()
+        if evaluates is None:
+            return f"stage {stage.name!r} has no eval: to record it"
+        if metric.split("/", 1)[1] not in evaluates.metrics:
+            return f"stage {stage.name!r} evaluates only {', '.join(evaluates.metrics)}"
+        return None
+    if kind.emits(metric, on_policy):
+        return None
+    hit = difflib.get_close_matches(metric, kind.metric_names(on_policy), n=1)
+    hint = f" (did you mean {hit[0]!r}?)" if hit else f"; it records {', '.join(kind.metric_names(on_policy))}"
+    return f"a {stage.kind} stage never records {metric!r}{hint}"
+
+
+def _err(located: LocatedYaml, loc: tuple, message: str) -> ConfigError:
+    file, line = located.where(loc)
+    return ConfigError(message, file, line, ".".join(str(p) for p in loc))
