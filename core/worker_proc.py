@@ -24,7 +24,7 @@ TERM_GRACE_S = 10.0
 REASON_CHARS = 300
 # The last line of a Python traceback ("OSError: [Errno 28] No space left on device") or a worker's own
 # "[error] ..." line.
-EXCEPTION_LINE = re.compile(r"^(\[error\] |([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning))(: |$))")
+EXCEPTION_LINE = re.compile(r"^(\[error\] |[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)(: |$))")
 
 
 @dataclass
@@ -188,9 +188,10 @@ def exit_reason(code: int, log: Path, failure: Path) -> str | None:
     recorded = _recorded_failure(failure)
     if recorded:
         return recorded
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    if code < 0:  # a signal leaves no exception behind
+        return f"killed by {signal.Signals(-code).name}"
     last = next((line for line in reversed(tail_lines(log, 40)) if EXCEPTION_LINE.match(line)), None)
-    return f"{last} ({how})" if last else f"{how} (see {log.name})"
+    return f"{last} (exit code {code})" if last else f"exit code {code} (see {log.name})"
 
 
 def _recorded_failure(failure: Path) -> str | None:

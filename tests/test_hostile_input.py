@@ -216,3 +216,17 @@ def test_a_failed_stage_records_the_exception_not_log_lines(tmp_path):
     assert reason.startswith(("FileNotFoundError: ", "DataError: ")) and "text.jsonl" in reason, reason
     assert "\n" not in reason and "Traceback" not in reason
     assert reason in done.stdout
+
+
+def test_a_reason_without_a_record_is_the_traceback_line_never_metric_noise(tmp_path):
+    from core.worker_proc import exit_reason
+    log, missing = tmp_path / "worker.log", tmp_path / "failure.json"
+    log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                   "ModuleNotFoundError: No module named 'trl'\n{'loss': 2.3, 'grad_norm': 1.0}\n"
+                   "FutureWarning: something is deprecated\n")
+    assert exit_reason(1, log, missing) == "ModuleNotFoundError: No module named 'trl' (exit code 1)"
+    assert exit_reason(-9, log, missing) == "killed by SIGKILL"
+    log.write_text("{'loss': 2.3}\n")
+    assert exit_reason(1, log, missing) == "exit code 1 (see worker.log)"
+    missing.write_text(json.dumps({"type": "SafetensorError", "message": "invalid header\nmore", "step": 3}))
+    assert exit_reason(1, log, missing) == "SafetensorError: invalid header"
