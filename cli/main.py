@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from core.errors import UserError
-from core.events import STAGE_OK, Decision, RunStatus, StageStatus
+from core.events import STAGE_OK, Decision, EventKind, RunStatus, StageStatus
 from core.gates import POLICIES
 from core.kinds import KINDS
 from core.runs import find_run, list_runs, runs_dir
@@ -21,6 +21,7 @@ EPILOG = """examples:
   cockpit attach latest              open the cockpit on a running or finished run
   cockpit show latest --json         the run as JSON (stages, metrics, gate decisions)
   cockpit gate latest sft approve    decide a pending manual gate from another terminal
+  cockpit rollouts latest grpo       what the RL policy generated at its newest stored step, with rewards
 exit codes: 0 done, 1 a stage failed, 2 usage or config error, 3 a gate failed or was rejected, 130 stopped
 """
 
@@ -62,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id (or unique prefix) or 'latest'")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("rollouts", help="an RL stage's stored completions: turns, tool calls, each reward's value")
+    p.add_argument("run", help="run id (or unique prefix) or 'latest'")
+    p.add_argument("stage", help="a grpo stage of the run")
+    p.add_argument("--step", type=int, help="the step to show (default: the newest step stored)")
+    p.add_argument("--all", action="store_true", help="every stored step, oldest first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rollouts)
 
     p = sub.add_parser("attach", help="open the cockpit TUI on a run")
     p.add_argument("run", help="run id (or unique prefix) or 'latest'")
@@ -196,15 +205,42 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_rollouts(args) -> int:
+    from core.store import RunStore
+    paths = find_run(runs_dir(args.runs_dir), args.run)
+    with RunStore(paths.db) as store:
+        events = store.events(kinds=[EventKind.ROLLOUT], stage=args.stage)
+        if not events:
+            _known_stage(store, paths.id, args.stage)
+            raise UserError(f"stage {args.stage!r} of run {paths.id} has stored no rollouts (grpo stages do, "
+                            "while they train)")
+    steps = sorted({ev.step for ev in events})
+    if args.step is not None and args.step not in steps:
+        raise UserError(f"no rollouts at step {args.step}; stored steps: {', '.join(map(str, steps))}")
+    chosen = steps if args.all else [steps[-1] if args.step is None else args.step]
+    shown = [{"step": ev.step, **ev.data} for ev in events if ev.step in chosen]
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return 0
+    from cli.tables import rollouts_report
+    rollouts_report(shown, steps)
+    return 0
+
+
+def _known_stage(store, run_id: str, stage: str) -> dict:
+    """The stage's row, or a UserError listing the run's stages."""
+    try:
+        return store.stage(stage)
+    except KeyError:
+        names = ", ".join(s["name"] for s in store.stages())
+        raise UserError(f"run {run_id} has no stage {stage!r} (stages: {names})") from None
+
+
 def cmd_gate(args) -> int:
     from core.store import RunStore
     paths = find_run(runs_dir(args.runs_dir), args.run)
     with RunStore(paths.db) as store:
-        try:
-            row = store.stage(args.stage)
-        except KeyError:
-            names = ", ".join(s["name"] for s in store.stages())
-            raise UserError(f"run {paths.id} has no stage {args.stage!r} (stages: {names})") from None
+        row = _known_stage(store, paths.id, args.stage)
         if row["status"] != StageStatus.GATE_PENDING:
             raise UserError(f"stage {args.stage!r} has no pending gate (status: {row['status']})")
         store.decide(args.stage, args.decision, by=f"cli:{_user()}", note=args.note)

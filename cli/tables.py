@@ -1,11 +1,13 @@
-"""Plain-terminal renderings (rich) for `cockpit runs`, `cockpit show` and `cockpit check`."""
+"""Plain-terminal renderings (rich) for `cockpit runs`, `show`, `check` and `rollouts`."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.config import Curriculum, DataSpec, StageSpec
@@ -138,3 +140,33 @@ def _gate_plan(stage: StageSpec) -> str:
         lines += [f"{m} {b.text}" for m, rule in stage.gate.require.items() for b in rule_bounds(rule, m, {})]
         lines += ["[yellow]manual approval[/]"] if stage.gate.approval == "manual" else []
     return "\n".join(lines) or "-"
+
+
+def rollouts_report(rollouts: list[dict], steps: list[int], console: Console | None = None) -> None:
+    """`cockpit rollouts`: each stored completion as its turns (tool calls set apart), rewards coloured."""
+    console = console or Console()
+    for r in rollouts:
+        rewards = "  ".join(f"{name} {_reward_text(v)}" for name, v in r["rewards"].items())
+        console.rule(f"[bold]step {r['step']}[/] · sample {r['sample']} · total {_reward_text(r['total'])}  {rewards}",
+                     align="left", style="dim")
+        console.print(f"[dim]prompt[/] {escape(r['prompt'])}")
+        for turn in r["turns"]:
+            _print_turn(console, turn)
+    console.print(f"[dim]stored steps: {', '.join(map(str, steps))}  (--step N, --all, --json)[/]")
+
+
+def _print_turn(console: Console, turn: dict) -> None:
+    if turn["role"] == "tool":
+        console.print(f"  [magenta]tool[/] {escape(turn['content'])}")
+        return
+    if turn.get("content"):
+        console.print(f"  [cyan]assistant[/] {escape(turn['content'])}")
+    for call in turn.get("tool_calls", []):
+        console.print(f"  [yellow]→ {escape(str(call['name']))}[/]({escape(json.dumps(call['arguments']))})")
+
+
+def _reward_text(value: float | None) -> str:
+    if value is None:
+        return "[dim]-[/]"
+    style = "green" if value > 0 else "red" if value < 0 else "dim"
+    return f"[{style}]{value:.3g}[/]"

@@ -99,6 +99,13 @@ class OnPolicySpec(Strict):
     batch_size: int = Field(256, gt=0, description="prompts per generate call")
 
 
+class RolloutSpec(Strict):
+    """Sampled completions an RL stage stores as `rollout` events while it trains (`cockpit rollouts`)."""
+
+    every: Optional[int] = Field(None, gt=0, description="store at step 1 and every N steps; default logging_steps")
+    samples: int = Field(4, ge=0, description="completions stored each time (0 = none)")
+
+
 class Rule(Strict):
     """One gate rule on a metric: absolute bounds, or no regression (or a rise) against an earlier stage."""
 
@@ -153,6 +160,7 @@ class StageSpec(Strict):
     rewards: list[str] = Field(default_factory=lambda: ["exact_match"],
                                description="reward names (GRPO's rewards; what on_policy scores samples with)")
     on_policy: Optional[OnPolicySpec] = Field(None, description="dpo/grpo: mine the starting policy's samples first")
+    rollouts: RolloutSpec = Field(default_factory=RolloutSpec, description="grpo: completions stored as events")
     gate: Optional[GateSpec] = None
 
     def evaluation(self) -> "EvalSpec | None":

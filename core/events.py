@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     STALLED = "stalled"                    # step: the last step seen
     RUN_FINISHED = "run_finished"
     CHAT_TURN = "chat_turn"                # stage: the chatted checkpoint's stage, if any
+    ROLLOUT = "rollout"                    # step: one sampled completion of an RL stage and its rewards
 
 
 class StageStatus(StrEnum):
@@ -212,6 +213,20 @@ class ChatTurnData(TypedDict, total=False):
     stopped: bool
 
 
+class RolloutTurn(TypedDict, total=False):
+    role: str            # assistant or tool
+    content: str
+    tool_calls: list[dict[str, Any]]  # {"name", "arguments"} as the policy wrote them
+
+
+class RolloutData(TypedDict):
+    sample: int          # its place among the step's stored samples
+    prompt: str          # the last user turn (or the text prompt)
+    turns: list[RolloutTurn]
+    rewards: dict[str, float | None]  # reward function -> value (None: the function had nothing to say)
+    total: float         # what the trainer optimises: the rewards summed
+
+
 class NoData(TypedDict):
     pass
 
@@ -223,6 +238,7 @@ PAYLOADS: dict[EventKind, type] = {
     EventKind.GATE_DECIDED: GateDecidedData, EventKind.STAGE_FINISHED: StageFinishedData,
     EventKind.HARDWARE: HardwareData, EventKind.OOM_RETRY: OomRetryData, EventKind.RESUMED: ResumedData,
     EventKind.STALLED: StalledData, EventKind.RUN_FINISHED: RunFinishedData, EventKind.CHAT_TURN: ChatTurnData,
+    EventKind.ROLLOUT: RolloutData,
 }
 
 

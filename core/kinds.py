@@ -67,7 +67,7 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
               options=("loss", "rewards", "on_policy"),
               metrics=TRAINER_METRICS + ("logits/*", "logps/*", "rewards/*")),
     StageKind("grpo", "online RL with group-relative advantages from reward functions", rows=PROMPT_ROWS,
-              trainer="GRPOTrainer", adapter=True, options=("rewards", "on_policy"), scores_data=True,
+              trainer="GRPOTrainer", adapter=True, options=("rewards", "on_policy", "rollouts"), scores_data=True,
               metrics=TRAINER_METRICS + ("reward", "reward_std", "kl", "completions/*", "rewards/*",
                                          "frac_reward_zero_std", "clip_ratio/*", "step_time")),
     StageKind("merge", "fold the parent's adapter into its base weights", needs_parent=True),

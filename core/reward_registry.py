@@ -30,7 +30,7 @@ class Reward:
 
 
 REWARDS: dict[str, Reward] = {r.name: r for r in (
-    Reward("exact_match", "workers.rewards:exact_match", "1 when the number after the last '=' is the row's answer",
+    Reward("exact_match", "workers.rewards:exact_match", "1 when the final number given is the row's answer",
            columns=("answer",)),
     Reward("format", "workers.rewards:format", "1 when the completion reads 'a+b=c' and nothing else"),
     Reward("code_exec", "workers.code_rewards:code_exec",

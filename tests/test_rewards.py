@@ -15,8 +15,10 @@ def chat(text):
     return [{"role": "assistant", "content": text}]
 
 
-@pytest.mark.parametrize("text,expected", [("37+48=85", "85"), ("= 12", "12"), ("85", "85"), ("1=2=3", "3"),
-                                           ("no number", None), ("37+48", None)])
+@pytest.mark.parametrize("text,expected", [
+    ("37+48=85", "85"), ("= 12", "12"), ("85", "85"), ("1=2=3", "3"), ("no number", None), ("37+48", None),
+    ("She sold 48/2 = <<48/2=24>>24 clips.\n#### 72", "72"), ("The answer is 1,234.", "1234"),
+    ("<think>2+2=5, no</think>So it is 4", "4"), ("so \\boxed{3.50}", "3.5"), ("85.", "85")])
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
@@ -24,6 +26,15 @@ def test_extract_answer(text, expected):
 def test_exact_match_text_and_chat_completions():
     completions = ["37+48=85", chat("37+48=84"), chat("85"), "garbage"]
     assert exact_match(None, completions, answer=["85", "85", "85", "85"]) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_exact_match_reads_gsm8k_answers_and_only_the_assistant_s_words():
+    solution = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
+    assert exact_match(None, ["So she sold 72 clips.", "#### 71", "72"], answer=[solution] * 3) == [1.0, 0.0, 1.0]
+    tool_turns = [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "calculator"}}]},
+                  {"role": "tool", "content": "72"}]
+    assert exact_match(None, [tool_turns, tool_turns + [{"role": "assistant", "content": "72"}]],
+                       answer=["72", "72"]) == [0.0, 1.0]
 
 
 def test_format_wants_a_bare_equation():

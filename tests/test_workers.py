@@ -24,7 +24,7 @@ STAGES = {
     "dpo": dict(kind="dpo", data="builtin:arithmetic-preference", lora={"r": 8}, train={"beta": 0.1}),
     "grpo": dict(kind="grpo", data="builtin:arithmetic-prompts", lora={"r": 8}, train={"lr": 1e-2, "batch_size": 4,
                  "num_generations": 2, "max_completion_length": 6},
-                 rewards=["exact_match", SHORT_REWARD]),
+                 rewards=["exact_match", SHORT_REWARD], rollouts={"every": 2, "samples": 3}),
     "dpo_mined": dict(kind="dpo", data="builtin:arithmetic-prompts", lora={"r": 8}, loss="sigmoid,sft",
                       rewards=[SHORT_REWARD], on_policy=MINE),
     "grpo_mined": dict(kind="grpo", data="builtin:arithmetic-prompts", lora={"r": 8}, on_policy=MINE,
@@ -119,6 +119,24 @@ def test_grpo_logs_rewards_per_function(chain):
     found = metrics(chain.run, "grpo")
     assert {"reward", "rewards/exact_match/mean", "rewards/reward_short/mean"} <= found.keys()
     assert lora_b_norm(chain.run.final("grpo")) > 0
+
+
+def test_grpo_stores_readable_rollouts_with_each_reward(chain, capsys):
+    chain("grpo")
+    with chain.run.store() as store:
+        rollouts = store.events(kinds=["rollout"], stage="grpo")
+    assert sorted({r.step for r in rollouts}) == [1, 2, 4]  # step 1, then every 2
+    assert [r.data["sample"] for r in rollouts if r.step == 2] == [0, 1, 2]
+    for r in rollouts:
+        (turn,) = r.data["turns"]
+        assert turn["role"] == "assistant" and "+" in r.data["prompt"]
+        assert r.data["rewards"]["reward_short"] == pytest.approx(-len(turn["content"]) / 10)
+        assert r.data["rewards"]["exact_match"] in (0.0, 1.0)
+        assert r.data["total"] == pytest.approx(sum(r.data["rewards"].values()))
+    from cli.main import main
+    assert main(["rollouts", chain.run.root.name, "grpo", "--runs-dir", str(chain.run.root.parent)]) == 0
+    shown = capsys.readouterr().out
+    assert "step 4 · sample 2" in shown and "reward_short" in shown and "stored steps: 1, 2, 4" in shown
 
 
 def test_merge_writes_a_standalone_model_that_reloads(chain):

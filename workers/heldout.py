@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from core.config import EvalSpec
 from core.kinds import EVAL_ROWS, KINDS
 from workers.data import load_rows
-from workers.rewards import extract_answer
+from workers.rewards import answers_match
 
 
 @dataclass
@@ -53,14 +53,14 @@ def _last_user(row: dict) -> str:
 
 
 def accuracy(model, tokenizer, items: list[Item], batch_size: int, max_new_tokens: int, fmt: str):
-    """Share of items whose generated number (after "=") equals the answer, plus a few examples."""
+    """Share of items whose generated final number equals the answer (`answers_match`), plus a few examples."""
     correct, examples = 0, []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         outputs = generate(model, tokenizer, [i.prompt for i in batch], max_new_tokens)
         for item, out in zip(batch, outputs):
             graded = item.prompt + out if fmt == "text" else out
-            ok = extract_answer(graded) == item.answer
+            ok = answers_match(graded, item.answer)
             correct += ok
             if len(examples) < 5:
                 examples.append({"prompt": item.prompt, "output": out, "answer": item.answer, "correct": ok})

@@ -7,6 +7,7 @@ from workers.common import entry
 from workers.data import training_dataset
 from workers.policy_samples import mined_dataset, sometimes_solved
 from workers.rewards import get_rewards
+from workers.rollouts import RolloutRecorder
 from workers.training import peft_config, run_training, training_args
 
 
@@ -22,6 +23,9 @@ def build_trainer(stage, loaded):
     else:
         data = training_dataset(stage, stage.rows_needed())
     rewards = get_rewards(stage.config.rewards, stage.spec.sandbox)
+    keep = stage.config.rollouts
+    if keep.samples:
+        rewards = RolloutRecorder(stage, rewards, keep.every or stage.train.logging_steps, keep.samples).funcs
     return GRPOTrainer(model=loaded.model, reward_funcs=rewards, args=args, train_dataset=data,
                        processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded))
 
