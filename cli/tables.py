@@ -112,11 +112,13 @@ def plan_table(cur: Curriculum, console: Console | None = None) -> None:
 
 
 def _kind_options(stage: StageSpec) -> str:
-    """The settings the stage's kind reads (loss, rewards, on-policy mining) and its data, one per line."""
+    """The settings the stage's kind reads (loss, rewards, tools, on-policy mining) and its data, one per line."""
     read = KINDS[stage.kind].options
     parts = [f"loss {stage.loss}"] if "loss" in read else []
     if "rewards" in read and (stage.on_policy or KINDS[stage.kind].scores_data):
         parts.append("reward " + ",".join(r.rsplit("/", 1)[-1] for r in stage.rewards))
+    if stage.tools:
+        parts.append("tools " + ",".join(t.rsplit("/", 1)[-1] for t in stage.tools))
     if stage.on_policy:
         parts.append(f"on-policy {stage.on_policy.prompts}×{stage.on_policy.samples}")
     data = stage.data.source if isinstance(stage.data, DataSpec) else stage.data

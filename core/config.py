@@ -7,10 +7,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.kinds import KIND_NAMES, KINDS, data_rows
-from core.reward_registry import reward_columns
+from core.registry import reward_columns
 
+BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:tiny-qwen3-tools")  # workers/builtin.py builds them
 BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-preference", "arithmetic-prompts",
-                "arithmetic-eval")
+                "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts")
 
 
 # Stage and run names become directory names: no separators, no leading dot, bounded length.
@@ -24,7 +25,8 @@ class Strict(BaseModel):
 class ModelSpec(Strict):
     """Where the first stage's weights come from and how they are loaded."""
 
-    base: str = Field("builtin:tiny-qwen3", description="builtin:tiny-qwen3, a hub id or a local folder")
+    base: str = Field("builtin:tiny-qwen3", description="builtin:tiny-qwen3, builtin:tiny-qwen3-tools (Qwen3's "
+                      "own chat template, tool calls), a hub id or a local folder")
     backend: Literal["auto", "hf", "unsloth"] = Field("auto", description="unsloth only on CUDA when installed")
     trust_remote_code: bool = Field(False, description="run model code shipped with the checkpoint")
 
@@ -161,6 +163,12 @@ class StageSpec(Strict):
                                description="reward names (GRPO's rewards; what on_policy scores samples with)")
     on_policy: Optional[OnPolicySpec] = Field(None, description="dpo/grpo: mine the starting policy's samples first")
     rollouts: RolloutSpec = Field(default_factory=RolloutSpec, description="grpo: completions stored as events")
+    tools: list[str] = Field(default_factory=list, description="grpo: tools the policy may call (registry names, "
+                             "file.py:function or package.module:function)")
+    max_tool_calls: Optional[int] = Field(None, gt=0, description="grpo: tool-calling rounds per rollout (unset = "
+                                          "until the policy stops calling)")
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="grpo: passed to the chat "
+                                                 "template, e.g. {enable_thinking: false}")
     gate: Optional[GateSpec] = None
 
     def evaluation(self) -> "EvalSpec | None":

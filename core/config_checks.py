@@ -4,11 +4,11 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from core.config import BUILTIN_DATA, Curriculum, DataSpec, EvalSpec, StageSpec
+from core.config import BUILTIN_DATA, BUILTIN_MODELS, Curriculum, DataSpec, EvalSpec, StageSpec
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
-from core.reward_registry import reward_problem
+from core.registry import REWARDS, TOOLS, name_problem
 from core.yaml_lines import LocatedYaml
 
 
@@ -22,7 +22,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
             errors.append(_err(located, here + ("name",), f"duplicate stage name {stage.name!r}"))
         errors += _check_from(stage, i, names, located)
         errors += _check_options(stage, here, located)
-        errors += _check_rewards(stage, here, located, base_dir)
+        errors += _check_functions(stage, here, located, base_dir)
         errors += _check_data(stage, here, located, base_dir)
         errors += _check_gate(stage, here, names, located)
         errors += _check_gate_metrics(cur, stage, here, names, located)
@@ -35,8 +35,9 @@ def _check_model(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> list[
     """A local model folder must exist and hold safetensors weights (pickle weights can run code)."""
     base = cur.model.base
     if base.startswith("builtin:"):
-        if base != "builtin:tiny-qwen3":
-            return [_err(located, ("model", "base"), f"unknown builtin model {base!r}; known: builtin:tiny-qwen3")]
+        if base not in BUILTIN_MODELS:
+            return [_err(located, ("model", "base"), f"unknown builtin model {base!r}; known: "
+                         f"{', '.join(BUILTIN_MODELS)}")]
         return []
     folder = Path(base) if Path(base).is_absolute() else base_dir / base
     looks_local = base.startswith((".", "/", "~")) or folder.exists()
@@ -76,12 +77,15 @@ def _check_options(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[
             for opt in KIND_OPTIONS if opt in raw and opt not in KINDS[stage.kind].options]
 
 
-def _check_rewards(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
-    """Every reward name resolves now (registry, named file, installed module), not when the stage starts."""
-    if "rewards" not in KINDS[stage.kind].options:
-        return []
-    return [_err(located, here + ("rewards", i), problem) for i, name in enumerate(stage.rewards)
-            if (problem := reward_problem(name, base_dir))]
+def _check_functions(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
+    """Every reward and tool name resolves now (registry, named file, installed module), not when the stage
+    starts."""
+    errors = []
+    for key, registry, what in (("rewards", REWARDS, "reward"), ("tools", TOOLS, "tool")):
+        if key in KINDS[stage.kind].options:
+            errors += [_err(located, here + (key, i), problem) for i, name in enumerate(getattr(stage, key))
+                       if (problem := name_problem(name, registry, what, base_dir))]
+    return errors
 
 
 def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:

@@ -12,7 +12,7 @@ from core.config_checks import check_semantics
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import KINDS
 from core.overrides import with_overrides
-from core.reward_registry import REWARDS, UserReward, parse_user_reward
+from core.registry import REWARDS, TOOLS, absolute_function
 from core.yaml_lines import LocatedYaml, load_located
 
 MAX_STAGES = 128
@@ -128,7 +128,7 @@ def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
 
 
 def _absolutize_paths(cur: Curriculum, config_dir: Path) -> None:
-    """Make data files and reward files absolute, so the resolved config works from the run directory."""
+    """Make data files and reward and tool files absolute, so the resolved config works from the run directory."""
     def fix(spec):
         if isinstance(spec, DataSpec):
             spec.source = fix(spec.source)
@@ -141,12 +141,5 @@ def _absolutize_paths(cur: Curriculum, config_dir: Path) -> None:
         stage.data = fix(stage.data)
         if isinstance(stage.eval, EvalSpec):
             stage.eval.data = fix(stage.eval.data)
-        stage.rewards = [_absolute_reward(name, config_dir) for name in stage.rewards]
-
-
-def _absolute_reward(name: str, config_dir: Path) -> str:
-    """`file.py:function` with the file's absolute path; other reward names as they are."""
-    if ":" not in name or name in REWARDS:
-        return name
-    user = parse_user_reward(name, config_dir)
-    return f"{user.file}:{user.function}" if isinstance(user, UserReward) and user.file else name
+        stage.rewards = [absolute_function(name, REWARDS, config_dir) for name in stage.rewards]
+        stage.tools = [absolute_function(name, TOOLS, config_dir) for name in stage.tools]

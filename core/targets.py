@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.checkpoints import CHECKPOINT, complete_checkpoints
+from core.config import BUILTIN_MODELS
 from core.errors import UserError
 from core.runs import RunPaths, find_run
 from core.store import RunStore
 
-BUILTIN_MODEL = "builtin:tiny-qwen3"
 BASE = "base"
 MAX_COMPARED = 6
 TRAINER_PICKLES = ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth")
@@ -130,8 +130,8 @@ def _stage_base(paths: RunPaths, stage: str, config: dict) -> str:
 
 
 def _run_base(paths: RunPaths, config: dict) -> Path:
-    base = config.get("model", {}).get("base", BUILTIN_MODEL)
-    folder = paths.base if base == BUILTIN_MODEL else Path(base)
+    base = config.get("model", {}).get("base", BUILTIN_MODELS[0])
+    folder = paths.base if base in BUILTIN_MODELS else Path(base)
     if not folder.is_dir():
         raise UserError(f"base model of run {paths.id} is not on disk ({folder}); it appears once the first "
                         "stage starts")

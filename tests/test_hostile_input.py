@@ -100,7 +100,7 @@ def test_a_reward_file_the_yaml_names_is_loaded_by_its_path(tmp_path):
     cur = load_curriculum(grpo_config(tmp_path, rewards="['./mine.py:score']"))
     assert cur.stages[0].rewards == [f"{tmp_path / 'mine.py'}:score"]
     assert get_rewards(cur.stages[0].rewards)[0](None, ["a", "b"]) == [0.5, 0.5]
-    with pytest.raises(ConfigError, match="reward file './missing.py' not found"):
+    with pytest.raises(ConfigError, match="reward './missing.py:score': file './missing.py' not found"):
         load_curriculum(grpo_config(tmp_path, rewards="['./missing.py:score']"))
 
 

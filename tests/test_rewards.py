@@ -1,7 +1,7 @@
 """Reward functions: plain functions with TRL's signature."""
 import pytest
 
-from core.reward_registry import REWARDS
+from core.registry import REWARDS
 from workers.common import SpecError
 from workers.rewards import exact_match, extract_answer, format, get_rewards
 

@@ -1,8 +1,10 @@
-"""The embedded default: `builtin:tiny-qwen3` and the generated arithmetic data sets.
+"""The embedded models and the generated arithmetic data sets.
 
-Everything here is deterministic (fixed seeds), so two runs build the same tokenizer, the same
-initial weights and the same rows. 500 addition pairs are held out for evaluation and never appear
-in any training set.
+`builtin:tiny-qwen3` (the demo's) has a minimal chat template; `builtin:tiny-qwen3-tools` has the real
+Qwen3 chat template (TRL's `qwen3.jinja`: thinking, tool calls and tool results) and the Qwen3 tags as
+tokens, so tool-calling stages run on it exactly as on a real Qwen3. Everything here is deterministic
+(fixed seeds), so two runs build the same tokenizers, the same initial weights and the same rows.
+500 addition pairs are held out for evaluation and never appear in any training set.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import random
 import shutil
 from pathlib import Path
 
-BUILTIN_MODEL = "builtin:tiny-qwen3"
+BUILTIN_MODEL, TOOLS_MODEL = "builtin:tiny-qwen3", "builtin:tiny-qwen3-tools"
 PAD, BOS_ROLE, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+QWEN3_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 N_EVAL = 500
 DATA_SEED = 1234
 
@@ -32,6 +35,7 @@ CHAT_TEMPLATE = (
 MODEL_CONFIG = dict(hidden_size=96, num_hidden_layers=4, intermediate_size=384, num_attention_heads=4,
                     num_key_value_heads=2, head_dim=32, max_position_embeddings=256, tie_word_embeddings=True,
                     rope_theta=10000.0)
+TOOLS_CONTEXT = 1024  # the tools system prompt alone is a few hundred tokens
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -62,6 +66,28 @@ def answer_turn(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
+def tool_pairs(n: int, seed: int) -> list[tuple[int, int]]:
+    """Four-digit additions: too long for the tiny model's head, easy with a calculator."""
+    rng = random.Random(seed)
+    return [(rng.randrange(1000, 10000), rng.randrange(1000, 10000)) for _ in range(n)]
+
+
+def tool_transcript(a: int, b: int) -> list[dict]:
+    """user -> assistant calls the calculator -> tool result -> assistant gives the equation."""
+    call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": f"{a}+{b}"}}}
+    return question(a, b) + [{"role": "assistant", "content": "", "tool_calls": [call]},
+                             {"role": "tool", "name": "calculator", "content": str(a + b)}] + answer_turn(equation(a, b))
+
+
+def _tools_column() -> str:
+    """The `tools` column of a tool-use SFT row: the JSON schemas the chat template renders."""
+    from transformers.utils import get_json_schema
+
+    from workers.tools import calculator
+
+    return json.dumps([get_json_schema(calculator)])
+
+
 def _wrong(a: int, b: int, rng: random.Random) -> str:
     """The same equation with a plausible wrong sum (off by 1, 2 or 10)."""
     delta = rng.choice([-10, -2, -1, 1, 2, 10])
@@ -81,6 +107,11 @@ def builtin_rows(name: str) -> list[dict]:
                  "rejected": answer_turn(_wrong(a, b, rng))} for a, b in train_pairs()]
     if name == "arithmetic-prompts":
         return [{"prompt": question(a, b), "answer": str(a + b)} for a, b in train_pairs()]
+    if name == "arithmetic-tool-chat":
+        tools = _tools_column()
+        return [{"messages": tool_transcript(a, b), "tools": tools} for a, b in tool_pairs(4000, DATA_SEED + 2)]
+    if name == "arithmetic-tool-prompts":
+        return [{"prompt": question(a, b), "answer": str(a + b)} for a, b in tool_pairs(4000, DATA_SEED + 3)]
     if name == "arithmetic-eval":
         return [{"messages": question(a, b) + answer_turn(equation(a, b)), "prompt": f"{a}+{b}=",
                  "answer": str(a + b), "text": equation(a, b) + EOS} for a, b in eval_pairs()]
@@ -98,7 +129,30 @@ def _tokenizer_corpus() -> list[str]:
 
 def build_tokenizer():
     """Byte-level BPE with single-digit tokens, trained locally in well under a second."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    fast = _bpe(_tokenizer_corpus(), vocab_size=512)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tools_tokenizer():
+    """The same kind of BPE, trained on arithmetic and on tool-use transcripts rendered by Qwen3's own chat
+    template, which it carries (with Qwen3's tags as plain added tokens, as in Qwen3)."""
+    from importlib import resources
+
+    from workers.tools import calculator
+
+    template = resources.files("trl").joinpath("chat_templates/qwen3.jinja").read_text(encoding="utf-8")
+    renderer = _bpe(["a"], vocab_size=300, template=template)
+    transcripts = [renderer.apply_chat_template(tool_transcript(a, b), tools=[calculator], tokenize=False,
+                                                enable_thinking=think)
+                   for a, b in tool_pairs(150, seed=7) for think in (True, False)]
+    for tag in (BOS_ROLE, EOS, PAD, *QWEN3_TAGS):  # tags are whole tokens: keep them out of the merges
+        transcripts = [t.replace(tag, "\n") for t in transcripts]
+    return _bpe(_tokenizer_corpus() + transcripts, vocab_size=800, template=template)
+
+
+def _bpe(corpus: list[str], vocab_size: int, template: str | None = None):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -106,23 +160,26 @@ def build_tokenizer():
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, min_frequency=2, special_tokens=[PAD, BOS_ROLE, EOS],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[PAD, BOS_ROLE, EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS,
                                    additional_special_tokens=[BOS_ROLE])
-    fast.chat_template = CHAT_TEMPLATE
+    if template:  # Qwen3's tags survive decode(skip_special_tokens=True), which TRL's tool parsing relies on
+        fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_TAGS])
+        fast.chat_template = template
     fast.padding_side = "right"
     return fast
 
 
-def build_model(tokenizer):
+def build_model(tokenizer, context: int = MODEL_CONFIG["max_position_embeddings"]):
     """A freshly initialised ~0.6 M parameter Qwen3 (seeded): hidden 96 learns the chat format faster than 128."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **MODEL_CONFIG)
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+                         **(MODEL_CONFIG | {"max_position_embeddings": context}))
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(config)
     ends = [tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)]
@@ -131,15 +188,19 @@ def build_model(tokenizer):
     return model
 
 
-def materialise(run_dir: str | Path) -> Path:
+def materialise(run_dir: str | Path, name: str = BUILTIN_MODEL) -> Path:
     """`<run_dir>/base/`: the built-in model folder, created atomically once and then reused."""
     target = Path(run_dir) / "base"
     if (target / "config.json").is_file():
         return target
     tmp = target.with_name(f".base.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer)
+    if name == TOOLS_MODEL:
+        tokenizer = build_tools_tokenizer()
+        model = build_model(tokenizer, TOOLS_CONTEXT)
+    else:
+        tokenizer = build_tokenizer()
+        model = build_model(tokenizer)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "cockpit.json").write_text(json.dumps({"type": "full", "base": None, "stage": None, "step": 0}))

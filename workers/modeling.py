@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import LoraSpec
+from core.config import BUILTIN_MODELS, LoraSpec
 from core.errors import SpecError
 from core.worker_spec import WorkerSpec
 from workers import builtin
@@ -33,10 +33,10 @@ def resolve_source(spec: WorkerSpec) -> str:
     if spec.input_model:
         return spec.input_model
     base = spec.model.base
-    if base == builtin.BUILTIN_MODEL:
-        return str(builtin.materialise(spec.run_dir))
+    if base in BUILTIN_MODELS:
+        return str(builtin.materialise(spec.run_dir, base))
     if base.startswith("builtin:"):
-        raise ModelError(f"unknown builtin model {base!r}; known: {builtin.BUILTIN_MODEL}")
+        raise ModelError(f"unknown builtin model {base!r}; known: {', '.join(BUILTIN_MODELS)}")
     return base
 
 

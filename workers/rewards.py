@@ -1,17 +1,11 @@
 """GRPO reward functions with TRL's signature, f(prompts, completions, **columns) -> floats; looked up by the
-names core/reward_registry.py checks at load time."""
+names core/registry.py checks at load time."""
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
-import os
 import re
-import sys
-from pathlib import Path
 
-from core.errors import SpecError
-from core.reward_registry import REWARDS, parse_user_reward, reward_problem
+from core.registry import REWARDS
+from workers.functions import load_function
 
 EQUATION = re.compile(r"^\s*\d+\s*\+\s*\d+\s*=\s*\d+\s*$")
 NUM = r"-?\d[\d,]*(?:\.\d+)?"
@@ -71,48 +65,22 @@ def format(prompts, completions, **_) -> list[float]:  # noqa: A001  (the name u
     return [float(bool(EQUATION.match(completion_text(c)))) for c in completions]
 
 
+def tool_use(prompts, completions, **_) -> list[float]:
+    """1.0 when the completion called a tool and no tool answered with an error, else 0.0."""
+    return [float(_called_tools(c) and not _tool_failed(c)) for c in completions]
+
+
+def _called_tools(completion) -> bool:
+    return not isinstance(completion, str) and any(m.get("tool_calls") for m in completion)
+
+
+def _tool_failed(completion) -> bool:
+    """TRL answers a failed call (exception, unknown tool) with a tool turn holding {'error': ...}."""
+    return any(m.get("role") == "tool" and str(m.get("content", "")).startswith("{'error'") for m in completion)
+
+
 def get_rewards(names: list[str], sandbox: str = "strict") -> list:
     """Reward functions by registry name, `file.py:function` or `package.module:function` (see
-    core/reward_registry.py; the resolved config holds file paths absolute); `sandbox` is the
-    curriculum's setting (`weak` lets code rewards run on the in-process guard alone)."""
-    return [_reward(name, Path.cwd(), sandbox == "weak") for name in names]
-
-
-def _reward(name: str, base_dir: Path, allow_weak_sandbox: bool):
-    if name in REWARDS:
-        entry = REWARDS[name]
-        module, _, attr = entry.target.partition(":")
-        func = getattr(importlib.import_module(module), attr)
-        return _with_weak_sandbox(func) if entry.sandboxed and allow_weak_sandbox else func
-    problem = reward_problem(name, base_dir)
-    if problem:
-        raise SpecError(problem)
-    user = parse_user_reward(name, base_dir)
-    try:
-        module = _module_from_file(user.file) if user.file else _installed_module(user.module)
-        return getattr(module, user.function)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError(f"cannot load reward {name!r}: {exc}") from None
-
-
-def _with_weak_sandbox(func):
-    """`func` with the sandbox allowed to run on its weakest barrier (the config said `sandbox: weak`)."""
-    return functools.update_wrapper(functools.partial(func, allow_weak=True), func)
-
-
-def _module_from_file(file: Path):
-    spec = importlib.util.spec_from_file_location(f"cockpit_reward_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _installed_module(name: str):
-    """Import `name` with the working directory off sys.path (`python -m` puts it first)."""
-    here = {"", os.getcwd()}
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if p not in here]
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path[:] = saved
+    core/registry.py); `sandbox` is the curriculum's setting (`weak` lets code rewards run on the
+    in-process guard alone)."""
+    return [load_function(name, REWARDS, "reward", sandbox) for name in names]

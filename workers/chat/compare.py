@@ -11,11 +11,12 @@ from typing import Callable
 
 from core.config import EvalSpec
 from core.kinds import EVAL_ROWS
-from core.reward_registry import REWARDS
 from workers.chat.model_pool import ModelPool, using
 from workers.data import load_rows
 from workers.heldout import generate, make_items, perplexity, resolve_format
 from workers.rewards import exact_match, get_rewards
+
+COMPARED_REWARDS = ("exact_match", "format")  # the registry rewards that score a plain answer
 
 
 class CompareStopped(Exception):
@@ -72,11 +73,10 @@ def batched_outputs(model, tokenizer, prompts: list[str], spec: EvalSpec) -> lis
 
 
 def answer_metrics(graded: list[str], answers: list) -> dict:
-    """Accuracy (exact match of the number after "=") and the mean of each registry reward that needs no more
-    than an `answer` column (and no sandbox)."""
+    """Accuracy (exact match of the final number) and the mean of the rewards that read plain answers."""
     if not answers:
         return {"accuracy": None, "reward": None, "rewards": {}}
-    names = [r.name for r in REWARDS.values() if set(r.columns) <= {"answer"} and not r.sandboxed]
+    names = list(COMPARED_REWARDS)
     per_fn = {name: fn(None, graded, answer=answers) for name, fn in zip(names, get_rewards(names))}
     totals = [sum(values) for values in zip(*per_fn.values())]
     return {"accuracy": _mean(exact_match(None, graded, answer=answers)), "reward": _mean(totals),

@@ -20,12 +20,14 @@ def build_trainer(stage, loaded):
 
 
 def conversation(row: dict) -> dict:
-    """Keep only the conversational fields SFTTrainer reads (messages, or prompt + completion)."""
+    """Keep only the conversational fields SFTTrainer reads (messages, or prompt + completion; and the `tools`
+    schemas of tool-use transcripts)."""
+    tools = {"tools": row["tools"]} if "tools" in row else {}
     if "messages" in row:
-        return {"messages": row["messages"]}
+        return {"messages": row["messages"], **tools}
     if "completion" not in row:
         raise DataError("an sft row needs `messages`, or `prompt` and `completion`")
-    return {"prompt": row["prompt"], "completion": row["completion"]}
+    return {"prompt": row["prompt"], "completion": row["completion"], **tools}
 
 
 def main(stage) -> None:

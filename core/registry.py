@@ -1,0 +1,109 @@
+"""The names a curriculum may use for rewards and tools, checked at load time without importing their code.
+
+A reward or a tool is one of:
+- a registry name (below), its function in workers/;
+- `path/to/file.py:function`: a file the YAML names explicitly (relative to the YAML), loaded by path;
+- `package.module:function`: a module of an *installed* distribution (`pip install` it). The working
+  directory is never searched, so a `pwn.py` next to a YAML someone sent you is not run.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registry function: where it lives, what it does, the row columns it reads."""
+
+    name: str
+    target: str                    # module:function, imported by the worker
+    summary: str
+    columns: tuple[str, ...] = ()  # data fields each row must carry (rewards)
+    sandboxed: bool = False        # runs model-written code (needs the sandbox; see workers/sandbox.py)
+
+
+REWARDS: dict[str, Entry] = {e.name: e for e in (
+    Entry("exact_match", "workers.rewards:exact_match", "1 when the final number given is the row's answer",
+          columns=("answer",)),
+    Entry("format", "workers.rewards:format", "1 when the completion reads 'a+b=c' and nothing else"),
+    Entry("code_exec", "workers.code_rewards:code_exec",
+          "1 when the completion's code passes the row's tests, run in the sandbox", columns=("tests",),
+          sandboxed=True),
+    Entry("tool_use", "workers.rewards:tool_use", "1 when the completion called a tool and every call succeeded"),
+)}
+
+TOOLS: dict[str, Entry] = {e.name: e for e in (
+    Entry("calculator", "workers.tools:calculator", "evaluates + - * / ( ) on numbers"),
+    Entry("python", "workers.tools:python", "runs Python code in the sandbox and returns what it prints",
+          sandboxed=True),
+)}
+
+
+@dataclass(frozen=True)
+class UserFunction:
+    """A user's reward or tool: a file path or an installed module, and the function in it."""
+
+    file: Path | None
+    module: str | None
+    function: str
+
+
+def parse_user_function(name: str, base_dir: Path) -> UserFunction | str:
+    """The user function `name` stands for (a file resolved against `base_dir`), or why it cannot be one."""
+    where, sep, function = name.rpartition(":")
+    if not sep or not IDENTIFIER.match(function):
+        return "write file.py:function or package.module:function"
+    if where.endswith(".py") or "/" in where:
+        file = Path(where).expanduser()
+        file = file if file.is_absolute() else base_dir / file
+        if not file.is_file():
+            return f"file {where!r} not found (looked in {file})"
+        return UserFunction(file.resolve(), None, function)
+    if not MODULE.match(where):
+        return f"{where!r} is neither a .py file nor a module name"
+    top = where.split(".", 1)[0]
+    if top not in installed_top_level():
+        return (f"module {where!r} is not from an installed package (the working directory is not searched): "
+                f"`pip install` its package, or name its file, e.g. ./{top}.py:{function}")
+    return UserFunction(None, where, function)
+
+
+@lru_cache(maxsize=1)
+def installed_top_level() -> frozenset[str]:
+    """Top-level import names of the installed distributions."""
+    from importlib.metadata import packages_distributions
+
+    return frozenset(packages_distributions())
+
+
+def name_problem(name: str, registry: dict[str, Entry], what: str, base_dir: Path) -> str | None:
+    """Why `name` cannot be used as a `what` ("reward", "tool") from `registry`, with a "did you mean"; None
+    when it can."""
+    if name in registry:
+        return None
+    if ":" in name:
+        parsed = parse_user_function(name, base_dir)
+        return f"{what} {name!r}: {parsed}" if isinstance(parsed, str) else None
+    hit = difflib.get_close_matches(name, registry, n=1)
+    hint = f"did you mean {hit[0]!r}? " if hit else ""
+    return f"unknown {what} {name!r}; {hint}known: {', '.join(registry)} (or file.py:function, package.module:function)"
+
+
+def reward_columns(names: list[str]) -> tuple[str, ...]:
+    """The row fields the registry rewards among `names` read (user rewards declare none)."""
+    return tuple(dict.fromkeys(c for n in names if n in REWARDS for c in REWARDS[n].columns))
+
+
+def absolute_function(name: str, registry: dict[str, Entry], base_dir: Path) -> str:
+    """`file.py:function` with the file's absolute path; registry and module names as they are."""
+    if ":" not in name or name in registry:
+        return name
+    user = parse_user_function(name, base_dir)
+    return f"{user.file}:{user.function}" if isinstance(user, UserFunction) and user.file else name
