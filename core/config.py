@@ -11,7 +11,7 @@ from core.registry import reward_columns
 
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:tiny-qwen3-tools")  # workers/builtin.py builds them
 BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-preference", "arithmetic-prompts",
-                "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts")
+                "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts", "arithmetic-tool-eval")
 
 
 # Stage and run names become directory names: no separators, no leading dot, bounded length.
@@ -76,10 +76,14 @@ class DataSpec(Strict):
 
 
 class EvalSpec(Strict):
-    """Held-out evaluation after a stage: eval/accuracy (generation) and eval/perplexity."""
+    """Held-out evaluation after a stage: eval/accuracy (generation), eval/perplexity, and with `tools`
+    eval/tool_calls (tool calls per answer; the answers are generated with the tools at hand)."""
 
     data: Union[str, DataSpec] = "builtin:arithmetic-eval"
     metrics: list[Literal["accuracy", "perplexity"]] = Field(default_factory=lambda: ["accuracy", "perplexity"])
+    tools: list[str] = Field(default_factory=list, description="tools the model may call while answering (chat "
+                             "format; its chat template must be one TRL parses tool calls from)")
+    max_tool_calls: int = Field(4, gt=0, description="tool-calling rounds per answer")
     max_samples: int = Field(500, gt=0)
     max_new_tokens: int = Field(12, gt=0)
     batch_size: int = Field(128, gt=0)

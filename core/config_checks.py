@@ -8,7 +8,7 @@ from core.config import BUILTIN_DATA, BUILTIN_MODELS, Curriculum, DataSpec, Eval
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
-from core.registry import REWARDS, TOOLS, name_problem
+from core.registry import REWARDS, TOOLS, name_problem, requirement_problem
 from core.yaml_lines import LocatedYaml
 
 
@@ -23,6 +23,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         errors += _check_from(stage, i, names, located)
         errors += _check_options(stage, here, located)
         errors += _check_functions(stage, here, located, base_dir)
+        errors += _check_toolchains(stage, here, located)
         errors += _check_data(stage, here, located, base_dir)
         errors += _check_gate(stage, here, names, located)
         errors += _check_gate_metrics(cur, stage, here, names, located)
@@ -80,12 +81,21 @@ def _check_options(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[
 def _check_functions(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
     """Every reward and tool name resolves now (registry, named file, installed module), not when the stage
     starts."""
-    errors = []
-    for key, registry, what in (("rewards", REWARDS, "reward"), ("tools", TOOLS, "tool")):
-        if key in KINDS[stage.kind].options:
-            errors += [_err(located, here + (key, i), problem) for i, name in enumerate(getattr(stage, key))
-                       if (problem := name_problem(name, registry, what, base_dir))]
-    return errors
+    uses = [(here + (key,), getattr(stage, key), registry, what)
+            for key, registry, what in (("rewards", REWARDS, "reward"), ("tools", TOOLS, "tool"))
+            if key in KINDS[stage.kind].options]
+    if isinstance(stage.eval, EvalSpec):
+        uses.append((here + ("eval", "tools"), stage.eval.tools, TOOLS, "tool"))
+    return [_err(located, where + (i,), problem) for where, names, registry, what in uses
+            for i, name in enumerate(names) if (problem := name_problem(name, registry, what, base_dir))]
+
+
+def _check_toolchains(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """A registry reward that compiles or runs code in another language has its toolchain on PATH here."""
+    if "rewards" not in KINDS[stage.kind].options:
+        return []
+    return [_err(located, here + ("rewards", i), problem) for i, name in enumerate(stage.rewards)
+            if name in REWARDS and (problem := requirement_problem(REWARDS[name]))]
 
 
 def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
@@ -150,6 +160,9 @@ def _unrecorded(stage: StageSpec, metric: str) -> str | None:
         evaluates = stage.evaluation()
         if evaluates is None:
             return f"stage {stage.name!r} has no eval: to record it"
+        if metric == "eval/tool_calls":
+            return None if evaluates.tools and "accuracy" in evaluates.metrics else \
+                f"stage {stage.name!r} records eval/tool_calls only with eval: {{tools: [...]}} measuring accuracy"
         if metric.split("/", 1)[1] not in evaluates.metrics:
             return f"stage {stage.name!r} evaluates only {', '.join(evaluates.metrics)}"
         return None

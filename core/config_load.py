@@ -143,3 +143,5 @@ def _absolutize_paths(cur: Curriculum, config_dir: Path) -> None:
             stage.eval.data = fix(stage.eval.data)
         stage.rewards = [absolute_function(name, REWARDS, config_dir) for name in stage.rewards]
         stage.tools = [absolute_function(name, TOOLS, config_dir) for name in stage.tools]
+        if isinstance(stage.eval, EvalSpec):
+            stage.eval.tools = [absolute_function(name, TOOLS, config_dir) for name in stage.eval.tools]

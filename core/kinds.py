@@ -15,7 +15,7 @@ CHAT_ROWS: tuple = (("messages", "prompt"),)
 
 TRAINER_METRICS = ("loss", "grad_norm", "learning_rate", "entropy", "num_tokens", "mean_token_accuracy", "epoch",
                    "train_*")
-EVAL_METRICS = ("eval/accuracy", "eval/perplexity")
+EVAL_METRICS = ("eval/accuracy", "eval/perplexity", "eval/tool_calls")
 ON_POLICY_METRICS = ("on_policy/mean_reward", "on_policy/mixed_prompts", "on_policy/prompts")
 
 

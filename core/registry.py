@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,8 @@ class Entry:
     summary: str
     columns: tuple[str, ...] = ()  # data fields each row must carry (rewards)
     sandboxed: bool = False        # runs model-written code (needs the sandbox; see workers/sandbox.py)
+    requires: tuple[str, ...] = ()  # executables on PATH: "go", "node>=22.6" (by --version), "node>=22.6|tsc"
+    toolchain: str = ""            # what to install when one is missing, e.g. "the Go toolchain"
 
 
 REWARDS: dict[str, Entry] = {e.name: e for e in (
@@ -36,6 +40,17 @@ REWARDS: dict[str, Entry] = {e.name: e for e in (
     Entry("code_exec", "workers.code_rewards:code_exec",
           "1 when the completion's code passes the row's tests, run in the sandbox", columns=("tests",),
           sandboxed=True),
+    Entry("code_exec_rust", "workers.code_rewards:code_exec_rust",
+          "1 when the completion's Rust code compiles (rustc) and passes the row's tests, run in the sandbox",
+          columns=("tests",), sandboxed=True, requires=("rustc", "cc"),
+          toolchain="the Rust toolchain (rustup) and a C linker (cc)"),
+    Entry("code_exec_go", "workers.code_rewards:code_exec_go",
+          "1 when the completion's Go code compiles and passes the row's tests (go test), run in the sandbox",
+          columns=("tests",), sandboxed=True, requires=("go",), toolchain="the Go toolchain"),
+    Entry("code_exec_typescript", "workers.code_rewards:code_exec_typescript",
+          "1 when the completion's TypeScript runs on node (types stripped, or compiled by tsc) and passes "
+          "the row's tests, run in the sandbox", columns=("tests",), sandboxed=True,
+          requires=("node", "node>=22.6|tsc"), toolchain="Node.js 22.6+ (or TypeScript: npm install -g typescript)"),
     Entry("tool_use", "workers.rewards:tool_use", "1 when the completion called a tool and every call succeeded"),
 )}
 
@@ -94,6 +109,54 @@ def name_problem(name: str, registry: dict[str, Entry], what: str, base_dir: Pat
     hit = difflib.get_close_matches(name, registry, n=1)
     hint = f"did you mean {hit[0]!r}? " if hit else ""
     return f"unknown {what} {name!r}; {hint}known: {', '.join(registry)} (or file.py:function, package.module:function)"
+
+
+def requirement_problem(entry: Entry) -> str | None:
+    """Why `entry`'s toolchain is not usable here, as a whole sentence naming it, e.g. "code_exec_go needs
+    'go' on PATH (not found); install the Go toolchain or drop the reward"; None when every requirement is
+    met. Each requirement is met by one of its '|' alternatives: an executable on PATH, at least the
+    version given after '>=' (the first x.y in its `--version` output)."""
+    for requirement in entry.requires:
+        alternatives = [alt.partition(">=")[::2] for alt in requirement.split("|")]
+        if any(_tool_ok(exe, minimum) for exe, minimum in alternatives):
+            continue
+        wanted = " or ".join(f"{exe!r}" + (f" {minimum}+" if minimum else "") for exe, minimum in alternatives)
+        found = "; ".join((f"{exe}: " if len(alternatives) > 1 else "") + _tool_found(exe)
+                          for exe, _ in alternatives)
+        hint = f"install {entry.toolchain}" if entry.toolchain else "install it"
+        return f"{entry.name} needs {wanted} on PATH ({found}); {hint} or drop the reward"
+    return None
+
+
+def tool_version(exe: str) -> tuple[int, ...] | None:
+    """The version `exe --version` prints (e.g. (20, 20, 2) for node's "v20.20.2"), None when it is not on
+    PATH or prints none."""
+    path = shutil.which(exe)
+    return _version_of(str(Path(path).resolve())) if path else None
+
+
+@lru_cache(maxsize=32)
+def _version_of(path: str) -> tuple[int, ...] | None:
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", done.stdout + done.stderr)
+    return tuple(int(n) for n in found.groups() if n is not None) if found else None
+
+
+def _tool_ok(exe: str, minimum: str) -> bool:
+    if not minimum:
+        return shutil.which(exe) is not None
+    version = tool_version(exe)
+    return version is not None and version >= tuple(int(n) for n in minimum.split("."))
+
+
+def _tool_found(exe: str) -> str:
+    if not shutil.which(exe):
+        return "not found"
+    version = tool_version(exe)
+    return "found " + (".".join(map(str, version)) if version else "no version")
 
 
 def reward_columns(names: list[str]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ DEMO = REPO / "configs" / "demo.yaml"
 T0 = 1_700_000_000.0
 RUN_ID = "20231114-221320-demo"
 GIB = 1024 ** 3
+ROLLOUT_STEPS = (2, 10, 20)  # grpo's steps with stored rollouts (finished phase)
 
 
 class FakeClock:
@@ -110,6 +111,8 @@ def _train_stage(store, paths, clock, rng, name, steps, lr, loss, evals, resume_
             if name == "grpo":
                 metrics["kl"] = 0.002 * step + rng.uniform(0, 0.002)
         store.append_metrics(name, step, metrics)
+        if name == "grpo" and step in ROLLOUT_STEPS:
+            _rollouts(store, step)
         lines.append(f"{{'loss': {metrics['loss']:.4f}, 'grad_norm': {metrics['grad_norm']:.3f}, 'step': {step}}}")
         if step % 200 == 0 and step < steps:
             store.append("checkpoint_saved", stage=name, step=step, path=f"stages/{name}/checkpoints/checkpoint-{step}",
@@ -129,6 +132,32 @@ def _train_stage(store, paths, clock, rng, name, steps, lr, loss, evals, resume_
     lines.append(f"[{name}] eval: " + ", ".join(f"{k}={v}" for k, v in evals.items()))
     log.write_text("\n".join(lines) + "\n")
     store.flush()
+
+
+def _rollouts(store, step):
+    """Four stored completions of grpo at `step` (no randomness: the other events stay as they were)."""
+    a, b = 17 + step, 25 + 2 * step
+    question = f"What is {a}+{b}?"
+    right = str(a + b)
+    call = {"name": "calculator", "arguments": {"expression": f"{a}+{b}"}}
+    samples = [  # (turns, exact_match, tool_use)
+        ([{"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": right},
+          {"role": "assistant", "content": f"{a}+{b}={right}"}], 1.0, 1.0),
+        ([{"role": "assistant", "content": f"I add the tens first: {a // 10 * 10}+{b // 10 * 10} is "
+           f"{a // 10 * 10 + b // 10 * 10}, then the ones: {a % 10}+{b % 10} is {a % 10 + b % 10}. Put together "
+           f"that makes {a + b + (0 if step >= 10 else 1)}, which is the answer to the question."}],
+         1.0 if step >= 10 else 0.0, 0.0),
+        ([{"role": "assistant", "content": "", "tool_calls": [{"name": "calculator",
+                                                                "arguments": {"expression": f"{a}*{b}"}}]},
+          {"role": "tool", "content": str(a * b)}, {"role": "assistant", "content": str(a * b)}], 0.0, 1.0),
+        ([{"role": "assistant", "content": "", "tool_calls": [{"name": "calculator",
+                                                                "arguments": {"expr": f"{a}+{b}"}}]},
+          {"role": "tool", "content": "error: calculator() got an unexpected keyword argument 'expr'"},
+          {"role": "assistant", "content": ""}], 0.0, 0.0),
+    ]
+    for i, (turns, exact, tool) in enumerate(samples):
+        store.append("rollout", stage="grpo", step=step, sample=i, prompt=question, turns=turns,
+                     rewards={"exact_match": exact, "tool_use": tool}, total=exact + tool)
 
 
 def _interrupt(store, clock, name, back_to, lines):

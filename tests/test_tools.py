@@ -37,6 +37,9 @@ stages:
     rewards: [exact_match, tool_use]
     rollouts: {every: 1, samples: 4}
     train: {steps: 2, batch_size: 4, num_generations: 4, max_completion_length: 96, lr: 1.0e-4, logging_steps: 1}
+    eval: {data: "builtin:arithmetic-tool-eval", metrics: [accuracy], tools: [calculator], max_tool_calls: 2,
+           max_new_tokens: 40, max_samples: 16}
+    gate: {require: {eval/tool_calls: {min: 0.5}}}   # the SFT taught it to reach for the calculator
 """
 
 
@@ -73,6 +76,16 @@ def test_tool_names_are_checked_at_load_and_resolved_by_the_worker(tmp_path):
         get_tools(["nope"])
 
 
+def test_gating_on_tool_calls_needs_an_eval_with_tools(tmp_path):
+    config = tmp_path / "t.yaml"
+    config.write_text(TOOL_RUN.replace("tools: [calculator], max_tool_calls: 2,", ""))
+    with pytest.raises(ConfigError, match="records eval/tool_calls only with eval: {tools: "):
+        load_curriculum(config)
+    config.write_text(TOOL_RUN.replace("tools: [calculator], max_tool_calls: 2,", "tools: [calculater],"))
+    with pytest.raises(ConfigError, match="stages.1.eval.tools.0: unknown tool 'calculater'"):
+        load_curriculum(config)
+
+
 def test_the_tools_model_carries_qwen3_s_own_chat_template():
     from trl.chat_template_utils import add_response_schema
     tokenizer = builtin.build_tools_tokenizer()
@@ -100,6 +113,10 @@ def test_a_grpo_stage_calls_tools_and_its_rollouts_show_the_calls_and_results(tm
     results = [t["content"] for t in turns if t["role"] == "tool"]
     assert results and all(r.isdigit() or "error" in r for r in results), results
     assert max(calls) > 0 and {"exact_match", "tool_use"} == set(rollouts[0].data["rewards"])
+    with RunStore(run / "run.db") as store:
+        evals = {e.name: e for e in store.events(kinds=["eval_result"], stage="grpo")}
+    assert evals["eval/tool_calls"].value >= 0.5 and evals["eval/accuracy"].data["samples"] == 16
+    assert all("tool_calls" in example for example in evals["eval/accuracy"].data["examples"])
     shown = subprocess.run([sys.executable, "-m", "cli.main", "rollouts", run.name, "grpo", "--step", "1", "--json",
                             "--runs-dir", str(runs)], cwd=ROOT, capture_output=True, text=True)
     assert [r["step"] for r in json.loads(shown.stdout)] == [1, 1, 1, 1]

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
 
 from tui.app import CockpitApp
 from recorded import T0, FakeClock, build_recorded_run, wait_until
@@ -40,8 +41,13 @@ async def _gate_ready(pilot):
 
 async def _runs_ready(pilot):
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, RunsScreen) and len(pilot.app.screen.rows) == 2)
-    await pilot.pause()  # let the table lay its columns out for the rows just added
-    await pilot.pause()
+    table, previous = pilot.app.screen.query_one(DataTable), None
+    for _ in range(50):  # let the table lay its columns out for the rows just added (slower on a busy machine)
+        await pilot.pause()
+        layout = (table.virtual_size, tuple(c.get_render_width(table) for c in table.columns.values()))
+        if layout == previous:
+            break
+        previous = layout
 
 
 def test_run_screen_finished(snap_compare, runs):

@@ -73,10 +73,10 @@ def tool_pairs(n: int, seed: int) -> list[tuple[int, int]]:
 
 
 def tool_transcript(a: int, b: int) -> list[dict]:
-    """user -> assistant calls the calculator -> tool result -> assistant gives the equation."""
+    """user -> assistant calls the calculator -> tool result -> assistant answers with it."""
     call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": f"{a}+{b}"}}}
     return question(a, b) + [{"role": "assistant", "content": "", "tool_calls": [call]},
-                             {"role": "tool", "name": "calculator", "content": str(a + b)}] + answer_turn(equation(a, b))
+                             {"role": "tool", "name": "calculator", "content": str(a + b)}] + answer_turn(str(a + b))
 
 
 def _tools_column() -> str:
@@ -112,6 +112,8 @@ def builtin_rows(name: str) -> list[dict]:
         return [{"messages": tool_transcript(a, b), "tools": tools} for a, b in tool_pairs(4000, DATA_SEED + 2)]
     if name == "arithmetic-tool-prompts":
         return [{"prompt": question(a, b), "answer": str(a + b)} for a, b in tool_pairs(4000, DATA_SEED + 3)]
+    if name == "arithmetic-tool-eval":  # other seeds: a pair shared with training is a 1-in-10-million event
+        return [{"prompt": question(a, b), "answer": str(a + b)} for a, b in tool_pairs(N_EVAL, DATA_SEED + 4)]
     if name == "arithmetic-eval":
         return [{"messages": question(a, b) + answer_turn(equation(a, b)), "prompt": f"{a}+{b}=",
                  "answer": str(a + b), "text": equation(a, b) + EOS} for a, b in eval_pairs()]

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from core.config import EvalSpec
 from core.kinds import EVAL_ROWS, KINDS
 from workers.data import load_rows
+from workers.generation import generate
 from workers.rewards import answers_match
+from workers.tool_eval import tool_accuracy
 
 
 @dataclass
@@ -67,21 +69,6 @@ def accuracy(model, tokenizer, items: list[Item], batch_size: int, max_new_token
     return correct / max(1, len(items)), examples
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy, batched, left-padded generation; the new text only, special tokens dropped."""
-    import torch
-
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    finally:
-        tokenizer.padding_side = side
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
 def perplexity(model, tokenizer, items: list[Item], batch_size: int) -> float | None:
     """exp(mean NLL) of the reference continuations given their prompts; None if none has one."""
     import torch
@@ -130,7 +117,9 @@ def evaluate(model, tokenizer, spec: EvalSpec, kind: str) -> dict:
     model.eval()
     results = {}
     try:
-        if "accuracy" in spec.metrics:
+        if "accuracy" in spec.metrics and spec.tools:
+            results.update(tool_accuracy(model, tokenizer, rows, spec))
+        elif "accuracy" in spec.metrics:
             acc, examples = accuracy(model, tokenizer, items, spec.batch_size, spec.max_new_tokens, fmt)
             results["eval/accuracy"] = (acc, {"samples": len(items), "format": fmt, "examples": examples})
         if "perplexity" in spec.metrics:

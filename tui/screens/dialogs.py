@@ -50,9 +50,12 @@ KEYS = [
               ("r", "refresh now")]),
     ("Run", [("↑ ↓ / j k", "pick a stage (its log is shown)"), ("Enter", "open the stage (its gate, if pending)"),
              ("[ ]  1–9", "previous / next metric, or pick one"), ("g", "open the pending gate"),
+             ("o", "rollouts of the stage (grpo): prompts, tool calls, rewards"),
              ("s", "stop the run (asks first)"), ("/", "filter the log; Esc clears"),
              ("Esc", "back to the runs list")]),
     ("Gate", [("a", "approve"), ("r", "reject"), ("n", "type a note"), ("Esc", "decide later")]),
+    ("Rollouts", [("[ ]  ← →", "older / newer step"), ("Home", "newest step"), ("↑ ↓ / j k", "scroll"),
+                  ("Esc", "back to the run")]),
 ]
 
 

@@ -48,6 +48,7 @@ class RunScreen(Screen):
         Binding("q", "app.detach", "Detach (run continues)"),
         Binding("s", "stop", "Stop run"),
         Binding("g", "gate", "Gate"),
+        Binding("o", "rollouts", "Rollouts"),
         Binding("c", "chat", "Chat", show=False),
         Binding("m", "compare", "Compare", show=False),
         Binding("left_square_bracket", "cycle_metric(-1)", "Metric", key_display="["),
@@ -283,6 +284,12 @@ class RunScreen(Screen):
     def action_compare(self) -> None:
         from tui.compare_screen import CompareScreen
         self.app.push_screen(CompareScreen(self.paths))
+
+    def action_rollouts(self) -> None:
+        from tui.screens.rollouts import RolloutsScreen, pick_stage
+        panel = self.query_one(CurriculumPanel)
+        stages = panel.snapshot.stages if panel.snapshot else []
+        self.app.push_screen(RolloutsScreen(self.paths, pick_stage(stages, panel.cursor)))
 
     def action_filter_log(self) -> None:
         box = self.query_one("#log-filter", Input)

@@ -13,7 +13,8 @@ from core.config import EvalSpec
 from core.kinds import EVAL_ROWS
 from workers.chat.model_pool import ModelPool, using
 from workers.data import load_rows
-from workers.heldout import generate, make_items, perplexity, resolve_format
+from workers.generation import generate
+from workers.heldout import make_items, perplexity, resolve_format
 from workers.rewards import exact_match, get_rewards
 
 COMPARED_REWARDS = ("exact_match", "format")  # the registry rewards that score a plain answer
