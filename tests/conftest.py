@@ -86,3 +86,28 @@ def no_leftover_processes(tmp_path):
                 proc.kill()
         except psutil.Error:
             continue
+
+
+
+class Listener:
+    """A TCP listener on the host's 127.0.0.1 that sandbox probes must never reach."""
+
+    def __init__(self, server):
+        self.server, self.port = server, server.getsockname()[1]
+
+    def reached(self) -> bool:
+        """Whether anything connected (waits briefly)."""
+        self.server.settimeout(0.3)
+        try:
+            self.server.accept()[0].close()
+            return True
+        except TimeoutError:
+            return False
+
+
+@pytest.fixture
+def listener():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield Listener(server)

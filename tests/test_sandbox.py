@@ -3,7 +3,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -158,22 +157,6 @@ def outside(users):
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def listener():
-    """A TCP listener on the host's 127.0.0.1."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        yield server
-
-
-def was_reached(server: socket.socket) -> bool:
-    server.settimeout(0.3)
-    try:
-        server.accept()[0].close()
-        return True
-    except TimeoutError:
-        return False
-
-
 def test_the_barrier_is_reported_and_described(users):
     expected = {"this user": {"root"} if os.geteuid() == 0 else {"userns", "weak"}, "nobody": {"userns", "weak"}}
     for user, argv in each_user(users):
@@ -184,11 +167,11 @@ def test_the_barrier_is_reported_and_described(users):
 
 
 def test_a_child_process_cannot_reach_a_listener_on_the_host(users, listener):
-    port = listener.getsockname()[1]
+    port = listener.port
     connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"
     for user, argv in each_user(users):
         sandboxed(argv, f"import subprocess\nsubprocess.run(['python3', '-c', {connect!r}])")
-        assert not was_reached(listener), f"a child of the sandboxed code reached the host as {user}"
+        assert not listener.reached(), f"a child of the sandboxed code reached the host as {user}"
 
 
 @pytest.mark.parametrize("probe", WRITE_PROBES)
@@ -201,12 +184,12 @@ def test_writes_outside_the_work_dir_are_blocked(users, outside, probe):
 
 def test_namespaces_alone_hold_without_the_audit_hook(users, outside, listener):
     # The audit hook is swapped for a plain runner here, to prove the namespaces are a barrier by themselves.
-    port = listener.getsockname()[1]
+    port = listener.port
     code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
             f"except OSError:\n    pass\nopen({str(outside / 'escaped')!r}, 'w').write('x')\n")
     for user, argv in each_user(users):
         sandboxed(argv, code, guard=HOOKLESS_GUARD)
-        assert not was_reached(listener), f"the sandboxed code reached the host as {user}"
+        assert not listener.reached(), f"the sandboxed code reached the host as {user}"
         assert not (outside / "escaped").exists(), f"the sandboxed code wrote outside as {user}"
 
 
@@ -218,9 +201,9 @@ def test_weak_barrier_is_refused_unless_opted_in(monkeypatch, outside, listener)
         run_untrusted("print('hi')", FAST)
     assert isinstance(refused.value, SpecError)
     assert run_untrusted("print('hi')", FAST, allow_weak=True).stdout == "hi\n"
-    port = listener.getsockname()[1]
+    port = listener.port
     connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"
     for probe in [f"import subprocess\nsubprocess.run(['python3', '-c', {connect!r}])",
                   *(code.format(out=str(outside / "escaped")) for code in WRITE_PROBES.values())]:
         assert not run_untrusted(probe, FAST, allow_weak=True).ok
-    assert not was_reached(listener) and not (outside / "escaped").exists()
+    assert not listener.reached() and not (outside / "escaped").exists()
