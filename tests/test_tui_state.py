@@ -111,3 +111,10 @@ def test_thresholds_use_the_gate_arithmetic_including_gain():
     state.fold([_eval(1, "sft", 0.9), _eval(2, "sft", 2.0, name="eval/perplexity")])
     after = sorted((t.metric, t.bound, round(t.value, 9)) for t in state.view("r").thresholds)
     assert after == [("eval/accuracy", "min", 0.91), ("eval/perplexity", "max", 2.5), ("eval/perplexity", "max", 3.0)]
+
+
+def test_the_chart_never_draws_a_non_negative_series_below_zero():
+    from tui.widgets.chart import _y_range
+    assert _y_range([0.02, 1.5, 0.4], [])[0] == 0.0  # a loss near zero: no negative axis
+    assert _y_range([5.0, 6.0], [])[0] == pytest.approx(4.95)  # far from zero: 5 % room as before
+    assert _y_range([-0.3, 0.2], [])[0] < -0.3  # a series that goes negative keeps its room

@@ -204,10 +204,12 @@ class _Canvas:
 
 
 def _y_range(values, extra) -> tuple[float, float]:
+    """The plotted y range: the values (and thresholds) with 5 % room, never below zero for a series that
+    never goes below zero (a loss, a rate)."""
     vals = [v for v in values if v == v] + list(extra)
     lo, hi = min(vals), max(vals)
     pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
-    return lo - pad, hi + pad
+    return (lo - pad if lo < 0 or lo - pad >= 0 else 0.0), hi + pad
 
 
 def _y_labels(rows: int, y_range) -> dict[int, str]:
