@@ -33,15 +33,18 @@ def add_chat_commands(sub) -> None:
 
 def _generation_options(p) -> None:
     d = GenerationSettings()
-    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--system", default=d.system, help="system prompt")
+    p.add_argument("--temperature", type=float, help=f"0 = greedy (default: 0 with --prompt, so a script gets the "
+                                                     f"same answer every time; {d.temperature} in a conversation)")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="default: %(default)s")
+    p.add_argument("--system", default=d.system, help="system prompt (default: none)")
 
 
 def cmd_chat(args) -> int:
     target = resolve_target(args.target, runs_dir(args.runs_dir))
-    settings = GenerationSettings(args.temperature, args.top_p, args.max_new_tokens, args.system)
+    temperature = args.temperature if args.temperature is not None else \
+        0.0 if args.prompt is not None else GenerationSettings().temperature
+    settings = GenerationSettings(temperature, args.top_p, args.max_new_tokens, args.system)
     with ChatWorker() as worker:
         session = ChatSession(worker, target)
         loaded = session.load()
@@ -91,11 +94,10 @@ def cmd_compare(args) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    from rich.console import Console
-
+    from cli.tables import terminal
     from tui.compare_tables import metrics_table, outputs_table
 
-    console = Console()
+    console = terminal()
     console.print(outputs_table(result, args.show))
     console.print(metrics_table(result))
     console.print(f"{len(targets)} targets, {result.bases_loaded} base(s) loaded, {result.seconds:.1f} s")

@@ -1,4 +1,5 @@
-"""`cockpit`: the command line. Exit codes: 0 ok, 1 stage failed, 2 usage/config error, 3 gate failed."""
+"""`cockpit`: the command line. Exit codes: 0 ok, 1 stage failed, 2 usage/config error, 3 gate failed,
+4 detached (the run goes on), 130 stopped."""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,10 @@ EPILOG = """examples:
   cockpit show latest --json         the run as JSON (stages, metrics, gate decisions)
   cockpit gate latest sft approve    decide a pending manual gate from another terminal
   cockpit rollouts latest grpo       what the RL policy generated at its newest stored step, with rewards
-exit codes: 0 done, 1 a stage failed, 2 usage or config error, 3 a gate failed or was rejected, 130 stopped
+exit codes: 0 done, 1 a stage failed, 2 usage or config error, 3 a gate failed or was rejected,
+  4 detached from the cockpit while the run goes on, 130 stopped
 """
+EXIT_DETACHED = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rollouts)
 
     p = sub.add_parser("attach", help="open the cockpit TUI on a run")
-    p.add_argument("run", help="run id (or unique prefix) or 'latest'")
+    p.add_argument("run", nargs="?", help="run id (or unique prefix) or 'latest' (default: the running run, else "
+                                          "the latest)")
     p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("gate", help="approve or reject a pending manual gate")
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("stop", help="stop a running run (the worker is terminated, checkpoints are kept)")
-    p.add_argument("run")
+    p.add_argument("run", nargs="?", help="run id (or unique prefix) or 'latest' (default: the running run)")
     p.set_defaults(func=cmd_stop)
 
     from cli.chat_repl import add_chat_commands
@@ -162,14 +166,41 @@ def _drive(paths, args) -> int:
 
 
 def _open_tui(directory: Path, paths=None) -> int:
+    """The cockpit; on quit, 4 when the attached run goes on without it (detached), else 0."""
+    from core.status import supervisor_alive
+    from core.store import RunStore
     from tui.app import run_app
-    run_app(directory, paths)  # on quit it says how to attach again
-    return 0
+    attached = run_app(directory, paths)
+    if attached is None:
+        return 0
+    with RunStore(attached.db) as store:
+        live = supervisor_alive(store.meta())
+    if not live:
+        return 0
+    print(f"Detached from {attached.id}; training keeps running. Attach again: cockpit attach {attached.id}")
+    return EXIT_DETACHED
 
 
 def cmd_attach(args) -> int:
-    paths = find_run(runs_dir(args.runs_dir), args.run)
+    paths = _named_or_running(args, fallback="latest")
     return _open_tui(runs_dir(args.runs_dir), paths)
+
+
+def _named_or_running(args, fallback: str | None = None):
+    """The run the command names; without one, the run that is running (several: name one), else
+    `fallback` ('latest'), else an error."""
+    from core.status import running_runs
+    directory = runs_dir(args.runs_dir)
+    if args.run:
+        return find_run(directory, args.run)
+    running = running_runs(directory)
+    if len(running) == 1:
+        return running[0]
+    if running:
+        raise UserError(f"{len(running)} runs are running ({', '.join(r.id for r in running)}); name one")
+    if fallback:
+        return find_run(directory, fallback)
+    raise UserError(f"no run is running in {directory}")
 
 
 def cmd_runs(args) -> int:
@@ -251,7 +282,7 @@ def cmd_gate(args) -> int:
 def cmd_stop(args) -> int:
     from core.status import supervisor_alive
     from core.store import RunStore
-    paths = find_run(runs_dir(args.runs_dir), args.run)
+    paths = _named_or_running(args)
     with RunStore(paths.db) as store:
         if not supervisor_alive(store.meta()):
             raise UserError(f"run {paths.id} is not running")

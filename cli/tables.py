@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,14 @@ STATUS_STYLE = {StageStatus.COMPLETED: "green", StageStatus.PASSED: "green", Sta
                 StageStatus.REJECTED: "red", StageStatus.STOPPED: "magenta", StageStatus.INTERRUPTED: "magenta",
                 StageStatus.WAITING: "dim"}
 SHOWN_METRICS = (*SUMMARY_METRICS, "eval/accuracy", "Δ acc", "eval/perplexity")
+PIPED_WIDTH = 200
 VERDICT_STYLE = {"better": "green", "worse": "red", "same": ""}
+
+
+def terminal() -> Console:
+    """A console for stdout: rich on a terminal; piped (CI, `| grep`), wide and without colour, so no cell is
+    cut to 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH, color_system=None)
 
 
 def age(ts: float | None, now: float | None = None) -> str:
@@ -49,11 +57,11 @@ def runs_table(rows: list[dict], console: Console | None = None) -> None:
         acc = r.get("final_accuracy")
         table.add_row(r["id"], styled(r["status"]), current["name"], "-" if acc is None else f"{acc:.1%}",
                       age(r.get("created_at")))
-    (console or Console()).print(table)
+    (console or terminal()).print(table)
 
 
 def run_report(summary: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or terminal()
     console.print(f"[bold]{summary['id']}[/]  {styled(summary['status'])}  {summary['dir']}")
     table = Table()
     for col in ("stage", "kind", "from", "status", "steps", *SHOWN_METRICS, "gate"):
@@ -98,7 +106,7 @@ def _gate_text(gate: dict | None) -> str:
 
 def plan_table(cur: Curriculum, console: Console | None = None) -> None:
     """`cockpit check`: the resolved stage plan, one row per stage (fits 80 columns)."""
-    console = console or Console()
+    console = console or terminal()
     console.print(f"[bold]{cur.name}[/]  model {cur.model.base} ({cur.model.backend}), {len(cur.stages)} stages")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("stage", no_wrap=True)
@@ -146,7 +154,7 @@ def _gate_plan(stage: StageSpec) -> str:
 
 def rollouts_report(rollouts: list[dict], steps: list[int], console: Console | None = None) -> None:
     """`cockpit rollouts`: each stored completion as its turns (tool calls set apart), rewards coloured."""
-    console = console or Console()
+    console = console or terminal()
     for r in rollouts:
         rewards = "  ".join(f"{name} {_reward_text(v)}" for name, v in r["rewards"].items())
         console.rule(f"[bold]step {r['step']}[/] · sample {r['sample']} · total {_reward_text(r['total'])}  {rewards}",

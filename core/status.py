@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from core.events import EventKind, RunStatus
 from core.run_state import RunState, parent_deltas
-from core.runs import RunPaths
+from core.runs import RunPaths, list_runs
 from core.store import RunStore
 
 HEARTBEAT_STALE_S = 15.0
@@ -19,6 +20,16 @@ def supervisor_alive(meta: dict) -> bool:
     if not pid or not _pid_exists(int(pid)):
         return False
     return beat is not None and time.time() - float(beat) < HEARTBEAT_STALE_S
+
+
+def running_runs(directory: Path) -> list[RunPaths]:
+    """The runs under `directory` whose supervisor is alive, oldest first."""
+    found = []
+    for paths in list_runs(directory):
+        with RunStore(paths.db) as store:
+            if supervisor_alive(store.meta()):
+                found.append(paths)
+    return found
 
 
 def effective_status(meta: dict) -> str:

@@ -97,6 +97,10 @@ def test_cli_prompt_prints_the_reply(runs, worker, capsys):
     assert main(["chat", "latest:sft@4", "--prompt", "What is 1+1?", "--temperature", "0", "--max-new-tokens",
                  "12", "--runs-dir", str(runs)]) == 0
     assert capsys.readouterr().out == expected + "\n"
+    # a script that gives no --temperature gets the greedy reply too, every time
+    assert main(["chat", "latest:sft@4", "--prompt", "What is 1+1?", "--max-new-tokens", "12",
+                 "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out == expected + "\n"
 
 
 def test_compare_matches_the_recorded_eval(runs, capsys):

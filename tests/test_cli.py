@@ -47,3 +47,33 @@ def test_unwritable_runs_dir_is_a_clear_error(tmp_path):
 def test_runs_lists_nothing_politely(tmp_path):
     done = cockpit("runs", "--runs-dir", str(tmp_path))
     assert done.returncode == 0 and "no runs" in done.stdout
+
+
+def test_piped_show_and_runs_cut_no_cell(tmp_path):
+    from recorded import build_recorded_run
+    runs = tmp_path / "runs"
+    paths = build_recorded_run(runs, "finished")
+    show = cockpit("show", paths.id, "--runs-dir", str(runs))
+    listed = cockpit("runs", "--runs-dir", str(runs))
+    assert show.returncode == listed.returncode == 0
+    for header in ("eval/accuracy", "eval/perplexity", "gate"):
+        assert header in show.stdout, show.stdout
+    assert "…" not in show.stdout + listed.stdout and paths.id in listed.stdout
+    assert "\x1b[" not in show.stdout  # no colour codes in a pipe
+
+
+def test_quitting_the_cockpit_on_a_live_run_exits_4_and_says_how_to_come_back(tmp_path, monkeypatch, capsys):
+    import os
+    import time
+
+    from cli import main as cli_main
+    from core.store import RunStore
+    from recorded import build_recorded_run
+    paths = build_recorded_run(tmp_path / "runs", "finished")
+    # the TUI itself needs a terminal: stand in for the operator pressing q on this run
+    monkeypatch.setattr("tui.app.run_app", lambda directory, run: paths)
+    assert cli_main._open_tui(tmp_path / "runs", paths) == 0  # its supervisor is gone: nothing goes on
+    with RunStore(paths.db) as store:
+        store.set_meta(supervisor_pid=os.getpid(), heartbeat=time.time())  # this process stands for it
+    assert cli_main._open_tui(tmp_path / "runs", paths) == cli_main.EXIT_DETACHED == 4
+    assert f"cockpit attach {paths.id}" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import pytest
 from core.config_load import load_curriculum
 from core.errors import ConfigError, SpecError
 from core.yaml_lines import MAX_CONFIG_BYTES
-from test_faults import ROOT, cockpit, events, loss_steps, the_run, wait_for
+from test_faults import ROOT, cockpit, events, loss_steps, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -187,10 +187,13 @@ def test_a_second_supervisor_process_exits_2_and_touches_nothing(tmp_path):
         assert second.returncode == 2, second.stderr
         assert f"already supervised (pid {pid})" in second.stderr
         assert len(events(paths.root, "log")) == before
+        newer = new_run(cfg, runs)  # `latest` is now a run that is not running
+        stopped = cockpit("stop", runs=runs)  # no RUN: the one that is running, not the latest
+        assert stopped.returncode == 0 and paths.id in stopped.stdout, stopped.stdout + stopped.stderr
     finally:
         cockpit("stop", paths.id, runs=runs)
         wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60, what="supervisor exit")
-    assert the_run(runs) == paths.root
+    assert newer.id != paths.id
 
 
 def _zombie(pid: int) -> bool:

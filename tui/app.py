@@ -59,10 +59,8 @@ def _user() -> str:
         return "operator"
 
 
-def run_app(runs_dir: Path, run: RunPaths | None) -> None:
-    """Open the cockpit (on `run` if given); on exit say that training goes on."""
+def run_app(runs_dir: Path, run: RunPaths | None) -> RunPaths | None:
+    """Open the cockpit (on `run` if given); returns the run it was attached to when it closed, if any."""
     app = CockpitApp(runs_dir, run)
     app.run()
-    if app.attached is not None:
-        print(f"Detached from {app.attached.id}; training keeps running. "
-              f"Attach again: cockpit attach {app.attached.id}")
+    return app.attached
