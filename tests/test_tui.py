@@ -114,6 +114,17 @@ async def test_attach_to_finished_run_shows_the_whole_curriculum(finished_run):
         assert isinstance(app.screen, RunScreen)
 
 
+async def test_every_run_screen_action_is_in_the_command_palette(finished_run):
+    app = make_app(finished_run)
+    async with app.run_test(size=BIG) as pilot:
+        await attached(pilot)
+        titles = {c.title: c.help for c in app.get_system_commands(app.screen)}
+        for action, key in (("Chat", "key c"), ("Compare", "key m"), ("Rollouts", "key o"), ("Stop run", "key s")):
+            assert titles.get(action) == key, titles
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette")
+
+
 async def test_metric_keys_pick_and_cycle(finished_run):
     app = make_app(finished_run)
     async with app.run_test(size=BIG) as pilot:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import getpass
 import time
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from core.runs import RunPaths
 from tui.screens.dialogs import HelpScreen
@@ -20,7 +22,7 @@ class CockpitApp(App[str]):
 
     CSS_PATH = "cockpit.tcss"
     TITLE = "cockpit"
-    ENABLE_COMMAND_PALETTE = False
+    COMMAND_PALETTE_BINDING = "ctrl+p"  # every action of the screen, searchable by name
     BINDINGS = [
         Binding("q", "detach", "Quit (runs keep going)"),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -46,6 +48,16 @@ class CockpitApp(App[str]):
 
     def action_detach(self) -> None:
         self.exit("detached")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette: every action the current screen binds a key to, by its name."""
+        seen = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if binding.description and binding.action not in seen and active.enabled:
+                seen.add(binding.action)
+                yield SystemCommand(binding.description, f"key {binding.key_display or key}",
+                                    partial(active.node.run_action, binding.action))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

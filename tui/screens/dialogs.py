@@ -45,12 +45,14 @@ class ConfirmScreen(ModalScreen[bool]):
 
 KEYS = [
     ("Anywhere", [("q", "detach: leave the cockpit, training keeps running"), ("?", "this help"),
+                  ("Ctrl+P", "every action of the screen, searchable by name"),
                   ("Tab / Shift+Tab", "next / previous panel")]),
     ("Runs", [("↑ ↓ / j k", "move"), ("Enter", "attach to the run"), ("n", "start a new demo run"),
               ("r", "refresh now")]),
     ("Run", [("↑ ↓ / j k", "pick a stage (its log is shown)"), ("Enter", "open the stage (its gate, if pending)"),
              ("[ ]  1–9", "previous / next metric, or pick one"), ("g", "open the pending gate"),
              ("o", "rollouts of the stage (grpo): prompts, tool calls, rewards"),
+             ("c", "chat with a checkpoint of the run"), ("m", "compare checkpoints on the same prompts"),
              ("s", "stop the run (asks first)"), ("/", "filter the log; Esc clears"),
              ("Esc", "back to the runs list")]),
     ("Gate", [("a", "approve"), ("r", "reject"), ("n", "type a note"), ("Esc", "decide later")]),
