@@ -150,6 +150,7 @@ class Defaults(Strict):
     lora: Optional[LoraSpec] = None
     train: dict[str, Any] = Field(default_factory=dict)
     eval: Optional[EvalSpec] = None
+    trl: dict[str, Any] = Field(default_factory=dict, description="TRL config fields every training stage gets")
 
 
 class StageSpec(Strict):
@@ -173,6 +174,8 @@ class StageSpec(Strict):
                                           "until the policy stops calling)")
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="grpo: passed to the chat "
                                                  "template, e.g. {enable_thinking: false}")
+    trl: dict[str, Any] = Field(default_factory=dict, description="fields of the stage's TRL config class "
+                                "(SFTConfig, DPOConfig, GRPOConfig), e.g. {packing: true}; over defaults.trl")
     gate: Optional[GateSpec] = None
 
     def evaluation(self) -> "EvalSpec | None":

@@ -9,6 +9,7 @@ from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
 from core.registry import REWARDS, TOOLS, name_problem, requirement_problem
+from core.trl_settings import setting_problem
 from core.yaml_lines import LocatedYaml
 
 
@@ -23,6 +24,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         errors += _check_from(stage, i, names, located)
         errors += _check_options(stage, here, located)
         errors += _check_functions(stage, here, located, base_dir)
+        errors += _check_trl(stage, here, located)
         errors += _check_toolchains(stage, here, located)
         errors += _check_data(stage, here, located, base_dir)
         errors += _check_gate(stage, here, names, located)
@@ -96,6 +98,18 @@ def _check_toolchains(stage: StageSpec, here: tuple, located: LocatedYaml) -> li
         return []
     return [_err(located, here + ("rewards", i), problem) for i, name in enumerate(stage.rewards)
             if name in REWARDS and (problem := requirement_problem(REWARDS[name]))]
+
+
+def _check_trl(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """Every `trl:` key is a field of the stage's TRL config class that the cockpit does not set itself."""
+    raw = located.data["stages"][here[1]].get("trl") or {}
+    errors = []
+    for key in stage.trl:
+        problem = setting_problem(stage.kind, KINDS[stage.kind].trainer, key)
+        if problem:
+            where = here + ("trl", key) if key in raw else ("defaults", "trl", key)
+            errors.append(_err(located, where, problem))
+    return errors
 
 
 def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:

@@ -113,6 +113,8 @@ def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
             except ValidationError as exc:
                 raise ConfigErrors([_locate(located, {**e, "loc": ("defaults", "train", *e["loc"])})
                                     for e in exc.errors()]) from None
+        if KINDS[stage.kind].trains:
+            stage.trl = {**cur.defaults.trl, **stage.trl}
         if stage.lora is None and KINDS[stage.kind].adapter:
             stage.lora = cur.defaults.lora
         elif stage.lora is True:

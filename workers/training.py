@@ -35,19 +35,21 @@ def scheduler_args(train: TrainSpec) -> dict:
 
 
 def training_args(stage: Stage, config_cls, **extra):
-    """A TRL config (SFTConfig, DPOConfig, GRPOConfig) from the stage's TrainSpec."""
+    """A TRL config (SFTConfig, DPOConfig, GRPOConfig) from the stage's TrainSpec, the kind's `extra` settings,
+    and the stage's `trl:` mapping."""
     import torch
 
     t, cuda = stage.train, torch.cuda.is_available()
     precision = resolve_precision(t.precision)
-    return config_cls(
+    owned = dict(
         output_dir=str(stage.scratch), max_steps=t.steps, per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay, adam_beta2=t.adam_beta2, logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500, seed=t.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         ddp_backend=None if cuda or stage.world_size == 1 else "gloo", report_to=[], disable_tqdm=True,
-        activation_checkpointing=False, dataloader_num_workers=0, **scheduler_args(t), **extra)
+        activation_checkpointing=False, dataloader_num_workers=0, **scheduler_args(t))
+    return config_cls(**owned | extra | stage.config.trl)  # trl: (checked at load) over the kind's defaults
 
 
 def peft_config(stage: Stage, loaded):
