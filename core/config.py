@@ -68,9 +68,11 @@ class TrainSpec(Strict):
 
 
 class DataSpec(Strict):
-    """A data source: builtin:<name>, a .jsonl or .txt file."""
+    """A data source: builtin:<name>, a .jsonl, .parquet or .txt file."""
 
     source: str
+    columns: dict[str, str] = Field(default_factory=dict, description="rename fields first, e.g. "
+                                    "{instruction: prompt, output: completion}")
     on_error: Literal["fail", "skip"] = Field("fail", description="what to do with a broken JSONL row")
     limit: Optional[int] = Field(None, gt=0, description="use at most this many rows")
 

@@ -131,9 +131,9 @@ def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: P
         if not file.is_file():
             errors.append(_err(located, here + (key,), f"data file {source!r} not found (looked in {file})"))
             continue
-        on_error = spec.on_error if isinstance(spec, DataSpec) else "fail"
+        on_error, columns = (spec.on_error, spec.columns) if isinstance(spec, DataSpec) else ("fail", {})
         try:
-            read_rows(file, use, on_error)
+            read_rows(file, use, on_error, columns=columns)
         except DataError as exc:
             exc.field = ".".join(str(p) for p in here + (key,))
             errors.append(exc)

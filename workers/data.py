@@ -14,7 +14,7 @@ def load_rows(data: str | DataSpec, required: tuple, cap: int | None = None) -> 
     if spec.source.startswith("builtin:"):
         rows = builtin_rows(spec.source.split(":", 1)[1])
     else:
-        rows = read_rows(spec.source, required, spec.on_error)
+        rows = read_rows(spec.source, required, spec.on_error, columns=spec.columns)
     for bound in (spec.limit, cap):
         if bound:
             rows = rows[:bound]
