@@ -29,6 +29,25 @@ class ModelSpec(Strict):
                       "own chat template, tool calls), a hub id or a local folder")
     backend: Literal["auto", "hf", "unsloth"] = Field("auto", description="unsloth only on CUDA when installed")
     trust_remote_code: bool = Field(False, description="run model code shipped with the checkpoint")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="weights as loaded and as saved by merge; auto: bf16 on a GPU that has it, else fp32")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="bitsandbytes weights (NF4 with double quantization for 4bit); CUDA only; "
+        "training stages then need an adapter")
+    attn_implementation: Optional[str] = Field(None, description="eager, sdpa, flash_attention_2, flex_attention; "
+                                               "unset = transformers' choice")
+    gradient_checkpointing: Optional[bool] = Field(None, description="recompute activations to save memory; "
+                                                   "unset = on with a GPU, off on CPU")
+    init: Literal["pretrained", "random"] = Field("pretrained", description="random: base's architecture "
+                                                  "(with config: overrides), freshly initialised, to pretrain")
+    config: dict[str, Any] = Field(default_factory=dict, description="model config overrides for init: random, "
+                                   "e.g. {num_hidden_layers: 32, hidden_size: 4096}")
+
+    @model_validator(mode="after")
+    def _overrides_need_random_init(self) -> "ModelSpec":
+        if self.config and self.init != "random":
+            raise ValueError("config: overrides change the architecture: they need init: random")
+        return self
 
 
 class LoraSpec(Strict):

@@ -25,6 +25,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         errors += _check_options(stage, here, located)
         errors += _check_functions(stage, here, located, base_dir)
         errors += _check_trl(stage, here, located)
+        errors += _check_quantized_training(cur, stage, here, located)
         errors += _check_toolchains(stage, here, located)
         errors += _check_data(stage, here, located, base_dir)
         errors += _check_gate(stage, here, names, located)
@@ -98,6 +99,15 @@ def _check_toolchains(stage: StageSpec, here: tuple, located: LocatedYaml) -> li
         return []
     return [_err(located, here + ("rewards", i), problem) for i, name in enumerate(stage.rewards)
             if name in REWARDS and (problem := requirement_problem(REWARDS[name]))]
+
+
+def _check_quantized_training(cur: Curriculum, stage: StageSpec, here: tuple,
+                              located: LocatedYaml) -> list[ConfigError]:
+    """Quantized weights cannot take gradient updates: a training stage on them trains an adapter."""
+    if cur.model.quantization == "none" or not KINDS[stage.kind].trains or stage.lora:
+        return []
+    return [_err(located, here + ("lora",), f"model.quantization {cur.model.quantization} trains only through "
+                 "an adapter: give this stage lora: (or defaults.lora), or load the model unquantized")]
 
 
 def _check_trl(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:

@@ -38,3 +38,14 @@ def test_two_gpu_data_parallel_over_nccl(worker_run):
     assert result.returncode == 0, result.stderr[-3000:]
     with worker_run.store() as store:
         assert store.events(kinds=["stage_started"], stage="sft_ddp")[-1].data["world_size"] == 2
+
+
+@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+def test_quantized_base_trains_an_adapter_with_gradient_checkpointing(worker_run, bits):
+    pytest.importorskip("bitsandbytes")
+    model = {"backend": "hf", "quantization": bits, "gradient_checkpointing": True}
+    result = worker_run.run("sft", sft_spec(worker_run, f"sft_{bits}", model=model))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with worker_run.store() as store:
+        losses = [e.value for e in store.events(kinds=["metric"], stage=f"sft_{bits}") if e.name == "loss"]
+    assert losses and (worker_run.final(f"sft_{bits}") / "adapter_config.json").is_file()

@@ -16,7 +16,7 @@ from core.errors import SpecError, UserError
 from core.events import EventKind
 from core.runs import FAILURE_FILE
 from core.worker_spec import WorkerSpec, read_spec
-from workers.modeling import count_params, load_full, load_tokenizer, resolve_source
+from workers.modeling import count_params, load_full, load_options, load_tokenizer, resolve_source
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM = 0, 1, 2, 75
 QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -215,7 +215,8 @@ def load_input(stage):
     quiet_libraries()
     source = resolve_source(stage.spec)
     trust = stage.spec.model.trust_remote_code
-    model, tokenizer = load_full(source, trust), load_tokenizer(source, trust)
+    model = load_full(source, trust, load_options(stage.spec.model, quantize=False))  # merge writes this dtype
+    tokenizer = load_tokenizer(source, trust)
     started(stage, 0, "hf", count_params(model))
     stage.log(f"loaded {source} with its adapter chain merged ({count_params(model)['total']:,} parameters)")
     return source, model, tokenizer

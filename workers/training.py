@@ -6,7 +6,7 @@ from pathlib import Path
 from core.config import TrainSpec
 from workers.callback import StoreCallback
 from workers.common import Stage, quiet_libraries, record_eval, save_final, started
-from workers.modeling import count_params, load_for_training, lora_config
+from workers.modeling import count_params, gradient_checkpointing, load_for_training, lora_config
 
 
 def cpu_has_bf16() -> bool:
@@ -48,7 +48,8 @@ def training_args(stage: Stage, config_cls, **extra):
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500, seed=t.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         ddp_backend=None if cuda or stage.world_size == 1 else "gloo", report_to=[], disable_tqdm=True,
-        activation_checkpointing=False, dataloader_num_workers=0, **scheduler_args(t))
+        gradient_checkpointing=gradient_checkpointing(stage.spec.model), activation_checkpointing=False,
+        dataloader_num_workers=0, **scheduler_args(t))
     return config_cls(**owned | extra | stage.config.trl)  # trl: (checked at load) over the kind's defaults
 
 

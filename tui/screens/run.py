@@ -274,6 +274,9 @@ class RunScreen(Screen):
             return
         self.follow = message.stage
         self._control.wake.set()
+        if message.pressed:
+            from tui.screens.stage_detail import StageDetailScreen
+            self.app.push_screen(StageDetailScreen(self.paths, message.stage))
 
     def action_chat(self) -> None:
         from tui.chat_screen import ChatScreen

@@ -1,0 +1,792 @@
+"""The stage detail: one stage's resolved settings, its gate, final metrics, checkpoints, attempts and failure.
+
+Enter on a stage of the run screen opens it (a pending gate opens its dialog instead). A thread reads
+the store (and the stage's folder: checkpoints on disk, the failed worker's `failure.json`) whenever
+the store changed, and posts a `StageDetail`; the screen draws it. Read-only: opening or closing it
+never touches the run.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from core.checkpoints import CHECKPOINT, COMPLETE_MARKER, checkpoint_step, complete_checkpoints, verify_checkpoint
+from core.config import Rule
+from core.events import (HEADLINE_METRICS, RULES, RUN_LIVE, STAGE_ENDED_BADLY, STAGE_OK, EventKind, StageStatus,
+                         approves, describe)
+from core.gates import rule_bounds
+from core.kinds import KINDS
+from core.run_state import RunState, parent_deltas
+from core.runs import RunPaths
+from core.status import SUMMARY_EVENTS, delta_text, verdict
+from core.store import Event, RunStore
+from tui.format import duration, elapsed_stamp, short_number, status_look
+
+LIVE_POLL_S = 1.0       # a running stage changes every logged step; once a second is plenty here
+FINISHED_POLL_S = 2.0   # a finished run only changes when it is resumed
+HISTORY_KINDS = (EventKind.STAGE_STARTED, EventKind.OOM_RETRY, EventKind.RESUMED, EventKind.STALLED,
+                 EventKind.CHECKPOINT_SKIPPED, EventKind.STAGE_FINISHED, EventKind.LOG)
+STAGE_KINDS = HISTORY_KINDS + (EventKind.CHECKPOINT_SAVED, EventKind.GATE_PENDING, EventKind.GATE_DECIDED)
+MAX_HISTORY = 40        # lines of the attempts' history kept (the newest)
+LABEL_WIDTH = 10        # "on-policy"
+
+
+# -- data: the stage as the store and its folder tell it ------------------------------------------
+@dataclass(frozen=True)
+class RuleLine:
+    """One bound of a gate rule: measured (once the gate was reached) or as configured (before)."""
+
+    metric: str
+    rule: str
+    value: float | None
+    threshold: float | None
+    passed: bool | None           # None: not checked yet
+    reference: str | None = None
+    reference_value: float | None = None
+
+
+@dataclass(frozen=True)
+class GateFacts:
+    """The stage's gate: its approval mode, rules, and where the decision stands."""
+
+    approval: str
+    rules: tuple[RuleLine, ...]
+    reached: bool                 # a gate_pending event exists (the stage finished training)
+    passed: bool | None = None
+    decision: str | None = None   # from gate_decided
+    by: str | None = None
+    note: str | None = None
+    decided_at: float | None = None
+    sent: tuple[str, str, str | None] | None = None  # (decision, by, note) written, not yet acted on
+
+
+@dataclass(frozen=True)
+class CheckpointLine:
+    step: int
+    state: str                    # "ok" (loadable), "gone" (recorded, not on disk), "bad" (on disk, unusable)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class StageDetail:
+    """Everything the detail screen shows about one stage, at one moment."""
+
+    run_id: str
+    run_live: bool
+    created_at: float
+    name: str
+    kind: str
+    parent: str | None
+    base_model: str
+    status: str
+    attempt: int
+    reason: str | None
+    started_at: float | None
+    finished_at: float | None
+    total_steps: int | None
+    last_step: int | None
+    spec: dict
+    gate: GateFacts | None
+    training: tuple[tuple[str, float], ...]
+    evals: tuple[tuple[str, float], ...]
+    parent_evals: tuple[tuple[str, float], ...]
+    deltas: tuple[tuple[str, float], ...]
+    not_comparable: tuple[tuple[str, str], ...]
+    checkpoints: tuple[CheckpointLine, ...]
+    checkpoint_dir: str
+    final: str
+    final_exists: bool
+    history: tuple[tuple[float, str, str], ...]   # (ts, text, severity)
+    history_dropped: int
+    failure: str | None           # the failed worker's exception, in full (failure.json)
+    failure_step: int | None
+    exit_code: int | None
+    log: str
+
+
+def read_stage_detail(store: RunStore, paths: RunPaths, stage: str) -> StageDetail | None:
+    """The stage `stage` of the run in `store` (None if the run has no such stage)."""
+    meta, rows = store.meta(), store.stages()
+    row = next((r for r in rows if r["name"] == stage), None)
+    if row is None:
+        return None
+    config = meta.get("config") or {}
+    spec = next((s for s in config.get("stages") or () if isinstance(s, dict) and s.get("name") == stage), {})
+    state = RunState()
+    state.fold(store.events(kinds=SUMMARY_EVENTS))
+    parent = row.get("from_stage")
+    deltas, skipped = parent_deltas(state.evals, state.eval_formats, stage, parent)
+    events = store.events(kinds=STAGE_KINDS, stage=stage)
+    metrics = store.final_metrics(stage)
+    training = sorted(((k, v) for k, v in metrics.items() if not k.startswith("eval/")), key=_metric_order)
+    history, dropped = _history(events)
+    failure, failure_step = _recorded_failure(paths.stage_failure(stage)) \
+        if row.get("status") == StageStatus.FAILED else (None, None)
+    finished = [e for e in events if e.kind == EventKind.STAGE_FINISHED]
+    final = Path(row.get("checkpoint") or paths.stage_final(stage))
+    model = config.get("model") or {}
+    return StageDetail(
+        run_id=paths.id, run_live=meta.get("status") in RUN_LIVE, created_at=float(meta.get("created_at") or 0.0),
+        name=stage, kind=row["kind"], parent=parent, base_model=str(model.get("base") or "?"),
+        status=row.get("status") or StageStatus.WAITING, attempt=int(row.get("attempt") or 0),
+        reason=row.get("reason"), started_at=row.get("started_at"), finished_at=row.get("finished_at"),
+        total_steps=row.get("total_steps"), last_step=store.last_step(stage), spec=spec,
+        gate=_gate_facts(spec.get("gate"), events, state.evals, store.decision(stage)),
+        training=tuple(training), evals=tuple(sorted(state.evals.get(stage, {}).items())),
+        parent_evals=tuple(sorted(state.evals.get(parent or "", {}).items())),
+        deltas=tuple(deltas.items()), not_comparable=tuple(skipped.items()),
+        checkpoints=_checkpoints(paths.stage_checkpoints(stage), events), checkpoint_dir=_rel(
+            paths.stage_checkpoints(stage), paths), final=_rel(final, paths), final_exists=final.is_dir(),
+        history=history, history_dropped=dropped, failure=failure, failure_step=failure_step,
+        exit_code=finished[-1].data.get("exit_code") if finished else None, log=_rel(paths.stage_log(stage), paths))
+
+
+def _metric_order(item: tuple[str, float]) -> tuple:
+    """The headline training metrics first (in their usual order), then the rest by name."""
+    name = item[0]
+    return (HEADLINE_METRICS.index(name), "") if name in HEADLINE_METRICS else (len(HEADLINE_METRICS), name)
+
+
+def _gate_facts(spec: dict | None, events: list[Event], evals: dict, sent: dict | None) -> GateFacts | None:
+    """The gate as checked (the latest gate_pending and the decision after it), else as configured."""
+    pending = next((e for e in reversed(events) if e.kind == EventKind.GATE_PENDING), None)
+    decided = next((e for e in reversed(events) if e.kind == EventKind.GATE_DECIDED
+                    and (pending is None or e.id > pending.id)), None)
+    if spec is None and pending is None and decided is None:
+        return None
+    approval = str((pending.data.get("approval") if pending else None) or (spec or {}).get("approval") or "auto")
+    if pending is not None:
+        rules = tuple(RuleLine(str(r.get("metric")), str(r.get("rule", "")), r.get("value"), r.get("threshold"),
+                               bool(r.get("passed")), r.get("reference"),
+                               _reference_value(r, pending.data, evals)) for r in pending.data.get("rules") or ())
+    else:
+        rules = _configured_rules((spec or {}).get("require") or {}, evals)
+    facts = GateFacts(approval, rules, pending is not None, bool(pending.data.get("passed")) if pending else None)
+    if decided is not None:
+        d = decided.data
+        return _replace(facts, decision=d.get("decision"), by=d.get("by"), note=d.get("note"), decided_at=decided.ts)
+    if pending is not None and sent is not None:
+        return _replace(facts, sent=(str(sent.get("decision")), str(sent.get("by")), sent.get("note")))
+    return facts
+
+
+def _replace(facts: GateFacts, **changes: Any) -> GateFacts:
+    return GateFacts(**{**facts.__dict__, **changes})
+
+
+def _reference_value(rule: dict, pending: dict, evals: dict) -> float | None:
+    """The reference stage's value of a relative rule's metric, as the gate saw it (its history) or measured."""
+    ref, metric = rule.get("reference"), rule.get("metric")
+    if not ref:
+        return None
+    seen = ((pending.get("history") or {}).get(metric) or {}).get(ref)
+    return seen if seen is not None else evals.get(ref, {}).get(metric)
+
+
+def _configured_rules(require: dict, evals: dict) -> tuple[RuleLine, ...]:
+    """Rules of a gate not reached yet: each bound with its threshold where it is known already."""
+    lines = []
+    for metric, raw in require.items():
+        try:
+            rule = Rule.model_validate(raw)
+        except ValueError:
+            lines.append(RuleLine(metric, json.dumps(raw), None, None, None))
+            continue
+        for bound in rule_bounds(rule, metric, evals):
+            ref_value = evals.get(bound.reference, {}).get(metric) if bound.reference else None
+            lines.append(RuleLine(metric, bound.text, None, bound.threshold, None, bound.reference, ref_value))
+    return tuple(lines)
+
+
+def _checkpoints(folder: Path, events: list[Event]) -> tuple[CheckpointLine, ...]:
+    """Intermediate checkpoints: those on disk (loadable or not) and those recorded but gone."""
+    loadable = {checkpoint_step(p) for p in complete_checkpoints(folder)}
+    on_disk = {int(m.group(1)) for p in (folder.iterdir() if folder.is_dir() else ())
+               if p.is_dir() and (m := CHECKPOINT.match(p.name))}
+    recorded = {int(e.step) for e in events if e.kind == EventKind.CHECKPOINT_SAVED and e.step is not None
+                and CHECKPOINT.match(Path(str(e.data.get("path", ""))).name)}
+    skipped = {int(e.step): str(e.data.get("reason", "")) for e in events
+               if e.kind == EventKind.CHECKPOINT_SKIPPED and e.step is not None}
+    lines = []
+    for step in sorted(loadable | on_disk | recorded):
+        if step in loadable:
+            lines.append(CheckpointLine(step, "ok"))
+        elif step in on_disk:
+            path = folder / f"checkpoint-{step}"
+            why = skipped.get(step) or (verify_checkpoint(path) if (path / COMPLETE_MARKER).is_file() else None) \
+                or f"incomplete (no {COMPLETE_MARKER})"
+            lines.append(CheckpointLine(step, "bad", why))
+        else:
+            lines.append(CheckpointLine(step, "gone"))
+    return tuple(lines)
+
+
+def _history(events: list[Event]) -> tuple[tuple[tuple[float, str, str], ...], int]:
+    """The stage's attempts as they happened: starts, retries, resumes, stalls, errors, the end."""
+    lines = []
+    for ev in events:
+        if ev.kind not in HISTORY_KINDS:
+            continue
+        if ev.kind == EventKind.STAGE_FINISHED:  # the reason is shown in full above, not again here
+            code = ev.data.get("exit_code")
+            text = f"finished {ev.data.get('status', '?')}" + (f" (exit code {code})" if code else "")
+            severity = describe(ev)[1]
+        else:
+            text, severity = describe(ev)
+            if ev.kind == EventKind.STAGE_STARTED and "warm" in ev.data:
+                text += ", warm start" if ev.data.get("warm") else ", cold start"
+        if text:
+            lines.append((ev.ts, text, severity))
+    kept = lines[-MAX_HISTORY:]
+    return tuple(kept), len(lines) - len(kept)
+
+
+def _recorded_failure(path: Path) -> tuple[str | None, int | None]:
+    """The exception a failed worker recorded (type: message, every line), and the step it failed at."""
+    try:
+        data = json.loads(path.read_text())
+        text = f"{data['type']}: {data['message']}" if data.get("message") else str(data["type"])
+        step = data.get("step")
+        return text.strip() or None, int(step) if isinstance(step, (int, float)) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def _rel(path: Path, paths: RunPaths) -> str:
+    """A path inside the run directory relative to it; others as they are."""
+    try:
+        return path.relative_to(paths.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# -- rendering ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Palette:
+    """Colours for the detail (the app's theme when shown; plain names in tests without an app)."""
+
+    good: str = "green"
+    bad: str = "red"
+    warn: str = "yellow"
+    accent: str = "cyan"
+    muted: str = "dim"
+
+
+def palette_of(variables: dict[str, str]) -> Palette:
+    return Palette(variables.get("success", "green"), variables.get("error", "red"),
+                   variables.get("warning", "yellow"), variables.get("accent", "cyan"))
+
+
+def detail_renderable(d: StageDetail, look: Palette = Palette()) -> RenderableType:
+    """The whole detail: a summary, then failure, gate, metrics, settings, checkpoints, attempts."""
+    parts: list[RenderableType] = [summary_text(d, look)]
+    if d.status in STAGE_ENDED_BADLY:
+        parts += [Text(""), *failure_section(d, look)]
+    parts += [Text(""), *gate_section(d, look), Text(""), *metrics_section(d, look), Text(""),
+              *settings_section(d, look), Text(""), *checkpoints_section(d, look), Text(""), *attempts_section(d, look)]
+    return Group(*parts)
+
+
+def _title(text: str, look: Palette, extra: str = "", style: str | None = None) -> Text:
+    title = Text(text, f"bold {style or look.accent}")
+    if extra:
+        title.append("  ")
+        title.append_text(Text.from_markup(extra))
+    return title
+
+
+def _indent(renderable: RenderableType) -> Table:
+    """`renderable` two cells in, wrapping within what is left."""
+    grid = Table.grid(expand=True)
+    grid.add_column(width=2)
+    grid.add_column(ratio=1, overflow="fold")
+    grid.add_row("", renderable)
+    return grid
+
+
+def summary_text(d: StageDetail, look: Palette) -> Text:
+    """One wrapped line: origin, steps, attempts, timing (the header line above says the status)."""
+    facts = [f"from {d.parent or f'model.base ({d.base_model})'}"]
+    if d.total_steps and d.status != StageStatus.WAITING:
+        facts.append(f"{d.last_step or 0}/{d.total_steps} steps")
+    elif d.status == StageStatus.WAITING:
+        facts.append("not started yet")
+    if d.attempt > 1:
+        facts.append(f"{d.attempt} attempts")
+    if d.started_at is not None:
+        started = f"started {elapsed_stamp(d.started_at, d.created_at)}"
+        if d.finished_at is not None:
+            started += f", ran {duration(d.finished_at - d.started_at)}"
+        facts.append(started)
+    return Text(" · ".join(facts))
+
+
+def failure_section(d: StageDetail, look: Palette) -> list[RenderableType]:
+    """Why the stage ended badly, in full: the recorded reason, the worker's exception, where to read more."""
+    title = "Failure" if d.status == StageStatus.FAILED else "Reason"
+    body: list[RenderableType] = []
+    reason, full = (d.reason or "").strip(), d.failure
+    if full and full.startswith(reason):  # the stage's reason is the exception's first line, cut: show it all
+        body.append(Text(full, look.bad))
+    elif reason:
+        body.append(Text(reason, look.bad))
+        if full and full not in reason:
+            body += [Text("the worker's exception:", look.muted), Text(full, look.bad)]
+    if not body:
+        body.append(Text("no reason recorded", look.muted))
+    where = []
+    if d.failure_step is not None:
+        where.append(f"at step {d.failure_step}")
+    if d.exit_code:
+        where.append(f"exit code {d.exit_code}")
+    if d.status == StageStatus.FAILED:
+        where.append(f"worker log: {d.log}")
+    if where:
+        body.append(Text(" · ".join(where), look.muted))
+    return [_title(title, look, style=look.bad), _indent(Group(*body))]
+
+
+def gate_section(d: StageDetail, look: Palette) -> list[RenderableType]:
+    gate = d.gate
+    if gate is None:
+        return [_title("Gate", look, "[dim]none: the stage ends when its worker does[/]")]
+    out: list[RenderableType] = [_title("Gate", look, f"{escape(gate.approval)} approval")]
+    if gate.rules:
+        out.append(_indent(rules_table(gate, look)))
+    else:
+        out.append(_indent(Text("no rules: the decision is the operator's alone", look.muted)))
+    out.append(_indent(_decision_text(d, gate, look)))
+    return out
+
+
+def rules_table(gate: GateFacts, look: Palette) -> Table:
+    """Metric, rule, measured value, threshold (with the reference stage's value), pass/fail."""
+    table = Table.grid(padding=(0, 2))
+    for name, justify in (("metric", "left"), ("rule", "left"), ("measured", "right"), ("threshold", "right"),
+                          ("", "left")):
+        table.add_column(name, justify=justify)
+    table.add_row(*(Text(h, "bold") for h in ("metric", "rule", "measured", "threshold", "result")))
+    for r in gate.rules:
+        if r.passed is None:
+            mark = Text("–", look.muted)
+        else:
+            mark = Text("✓ pass", f"bold {look.good}") if r.passed else Text("✗ fail", f"bold {look.bad}")
+        threshold = short_number(r.threshold) if r.threshold is not None or not r.reference else "?"
+        table.add_row(r.metric, r.rule, short_number(r.value), threshold, mark)
+        if r.reference:  # a relative rule: what the reference stage measured
+            seen = short_number(r.reference_value) if r.reference_value is not None else "not measured yet"
+            table.add_row("", Text(f"{r.reference} = {seen}", look.muted), "", "", "")
+    return table
+
+
+def _decision_text(d: StageDetail, gate: GateFacts, look: Palette) -> Text:
+    if gate.decision is not None:
+        ok = approves(gate.decision)
+        text = Text("✓ " if ok else "✗ ", f"bold {look.good if ok else look.bad}")
+        text.append(f"{'approved' if ok else 'rejected'} by {_who(gate.by)}", "bold")
+        if gate.decided_at is not None:
+            text.append(f" at {elapsed_stamp(gate.decided_at, d.created_at)}")
+        if gate.note:
+            text.append(f" — “{gate.note}”")
+        return text
+    if gate.sent is not None:
+        decision, by, note = gate.sent
+        return Text(f"{decision} sent by {by}{' — “' + note + '”' if note else ''}; waiting for the supervisor",
+                    look.warn)
+    if gate.reached:
+        verdict_text = "the rules pass" if gate.passed else "some rules fail"
+        if gate.approval == "manual":
+            return Text(f"waiting for a decision ({verdict_text}): g on the run screen", f"bold {look.warn}")
+        return Text(f"being decided by its rules ({verdict_text})", look.warn)
+    if d.status in STAGE_ENDED_BADLY:
+        return Text(f"not reached: the stage {status_look(d.status)[1]}", look.muted)
+    if d.status in STAGE_OK:
+        return Text("no check of this gate is recorded", look.muted)
+    return Text("reached when the stage ends", look.muted)
+
+
+def _who(by: str | None) -> str:
+    if by == RULES:
+        return "its rules"
+    if by and by.startswith("policy:"):
+        return f"--gate-policy {by.split(':', 1)[1]}"
+    return by or "?"
+
+
+def metrics_section(d: StageDetail, look: Palette) -> list[RenderableType]:
+    """Eval results against the parent stage, then the last value of every training metric, by family."""
+    step = f"[dim]training last logged at step {d.last_step}[/]" if d.last_step is not None else ""
+    groups = metric_groups(d.training)
+    grid = _grid(look, max([len(label) for label, _ in groups] + [LABEL_WIDTH]))
+    if d.evals:
+        reasons = dict.fromkeys(reason for _, reason in d.not_comparable)
+        why = [Text(f"n/c: {reason}", look.muted) for reason in reasons] if len(reasons) == 1 else \
+            [Text(f"n/c {metric}: {reason}", look.muted) for metric, reason in d.not_comparable]
+        grid.add_row("eval", Group(evals_table(d, look), *why))
+    elif d.status in (StageStatus.WAITING, StageStatus.RUNNING):
+        grid.add_row("eval", Text("measured when the stage ends" if _evaluates(d) else "none configured", look.muted))
+    else:
+        grid.add_row("eval", Text("no results", look.muted))
+    for label, items in groups:
+        cells = [Text.assemble((name, look.muted), " ", short_number(value)) for name, value in items]
+        grid.add_row(label, Columns(cells, padding=(0, 2)))
+    if not groups and KINDS.get(d.kind) is not None and KINDS[d.kind].trains:
+        grid.add_row("training", Text("nothing logged yet", look.muted))
+    return [_title("Metrics", look, step), _indent(grid)]
+
+
+def metric_groups(training: tuple[tuple[str, float], ...]) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Training metrics by family: the plain ones (headline first) as "training", then "completions/" etc."""
+    groups: dict[str, list[tuple[str, float]]] = {}
+    for name, value in training:
+        family, _, rest = name.partition("/")
+        label, short = (f"{family}/", rest) if rest else ("training", name)
+        groups.setdefault(label, []).append((short, value))
+    return sorted(groups.items(), key=lambda g: (g[0] != "training", g[0]))
+
+
+def _grid(look: Palette, label_width: int = LABEL_WIDTH) -> Table:
+    """Two columns: a dim label, and a value that wraps under itself."""
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(width=min(label_width, 14), no_wrap=True, style=look.muted)
+    grid.add_column(ratio=1, overflow="fold")
+    return grid
+
+
+def evals_table(d: StageDetail, look: Palette) -> Table:
+    """Each eval metric: the parent's value, this stage's, and the change (coloured better/worse; n/c)."""
+    parent = dict(d.parent_evals)
+    deltas, skipped = dict(d.deltas), dict(d.not_comparable)
+    table = Table.grid(padding=(0, 2))
+    table.add_column()
+    if d.parent:
+        table.add_column(justify="right")
+    table.add_column(justify="right")
+    if d.parent:
+        table.add_column(justify="right")
+    head = ["metric"] + ([d.parent[:12]] if d.parent else []) + [d.name[:12]] + (["change"] if d.parent else [])
+    table.add_row(*(Text(h, "bold") for h in head))
+    for metric, value in d.evals:
+        cells: list[Any] = [metric]
+        if d.parent:
+            cells.append(short_number(parent.get(metric)))
+        cells.append(Text(short_number(value), "bold"))
+        if d.parent:
+            if metric in deltas:
+                change = deltas[metric]
+                look_of = {"better": look.good, "worse": look.bad}.get(verdict(metric, change), "")
+                cells.append(Text(delta_text(metric, change), look_of))
+            elif metric in skipped:
+                cells.append(Text("n/c", look.muted))
+            else:
+                cells.append(Text("-", look.muted))
+        table.add_row(*cells)
+    return table
+
+
+def _evaluates(d: StageDetail) -> bool:
+    kind = KINDS.get(d.kind)
+    return bool(d.spec.get("eval")) or bool(kind and kind.always_evaluates and d.spec.get("eval") is not False)
+
+
+def settings_section(d: StageDetail, look: Palette) -> list[RenderableType]:
+    rows = settings_rows(d)
+    grid = _grid(look)
+    for label, value in rows:
+        grid.add_row(label, value)
+    return [_title("Settings", look, "[dim]as resolved for this run[/]"), _indent(grid)]
+
+
+def settings_rows(d: StageDetail) -> list[tuple[str, str]]:
+    """(label, value) for each setting the stage's kind reads."""
+    spec, kind = d.spec, KINDS.get(d.kind)
+    if not spec:
+        return [("config", "not in the run's config")]
+    rows = [("kind", f"{d.kind} — {kind.summary}" if kind else d.kind),
+            ("from", d.parent or f"model.base: {d.base_model}")]
+    if kind is None or kind.rows or spec.get("data"):
+        rows.append(("data", _data_text(spec.get("data"))))
+    train = spec.get("train") or {}
+    if kind is None or kind.trains:
+        rows.append(("train", _train_text(train)))
+        rows.append(("weights", _lora_text(spec.get("lora"))))
+        more = _trainer_extras(d.kind, train)
+        if more:
+            rows.append(("trainer", more))
+    if kind is not None:
+        for option in kind.options:
+            text = _option_text(option, spec.get(option), spec)
+            if text:
+                rows.append((OPTION_LABELS.get(option, option), text))
+    rows.append(("eval", _eval_text(spec.get("eval"), kind)))
+    extra = spec.get("trl")
+    if extra:
+        rows.append(("trl", ", ".join(f"{k}={_plain(v)}" for k, v in extra.items())))
+    return rows
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _data_text(data: Any) -> str:
+    if data is None:
+        return "none"
+    if isinstance(data, dict):
+        extras = [f"limit {data['limit']}"] if data.get("limit") else []
+        if data.get("on_error") and data.get("on_error") != "fail":
+            extras.append(f"on_error {data['on_error']}")
+        return str(data.get("source")) + (f" ({', '.join(extras)})" if extras else "")
+    return str(data)
+
+
+def _train_text(t: dict) -> str:
+    if not t:
+        return "defaults"
+    accum = f" × accum {t['grad_accum']}" if (t.get("grad_accum") or 1) > 1 else ""
+    nproc = f" × {t['nproc']} processes" if (t.get("nproc") or 1) > 1 else ""
+    parts = [f"{t.get('steps', '?')} steps × batch {t.get('batch_size', '?')}{accum}{nproc}",
+             f"lr {_num(t.get('lr'))}" + (f" ({t['scheduler']})" if t.get("scheduler") else "")]
+    if t.get("warmup_steps"):
+        parts.append(f"warmup {t['warmup_steps']}")
+    if t.get("weight_decay"):
+        parts.append(f"weight decay {_num(t['weight_decay'])}")
+    parts.append(f"max length {t.get('max_length', '?')}")
+    if t.get("save_steps"):
+        parts.append(f"save every {t['save_steps']}")
+    parts += [f"seed {t.get('seed', '?')}", f"precision {t.get('precision', 'auto')}"]
+    return ", ".join(parts)
+
+
+def _trainer_extras(kind: str, t: dict) -> str:
+    """The kind-specific trainer knobs of train: (beta for dpo, generation settings for grpo)."""
+    parts = []
+    if kind in ("dpo", "grpo") and t.get("beta") is not None:
+        parts.append(f"beta {_num(t['beta'])}")
+    if kind == "grpo":
+        parts.append(f"{t.get('num_generations', '?')} generations × {t.get('max_completion_length', '?')} tokens, "
+                     f"temperature {_num(t.get('temperature'))}")
+    return ", ".join(parts)
+
+
+def _lora_text(lora: Any) -> str:
+    if not isinstance(lora, dict):
+        return "full fine-tuning"
+    modules = lora.get("target_modules")
+    modules = ", ".join(modules) if isinstance(modules, list) else str(modules or "all-linear")
+    extras = [f"dropout {_num(lora['dropout'])}"] if lora.get("dropout") else []
+    if lora.get("use_dora"):
+        extras.append("DoRA")
+    return ", ".join([f"LoRA r {lora.get('r', '?')}, alpha {lora.get('alpha', '?')}", modules] + extras)
+
+
+OPTION_LABELS = {"on_policy": "on-policy", "chat_template_kwargs": "template"}
+
+
+def _option_text(option: str, value: Any, spec: dict) -> str:
+    """A kind-specific setting as a line; '' when it says nothing (unset)."""
+    if option == "on_policy":
+        if not value:
+            return "off"
+        return (f"{value.get('prompts')} prompts × {value.get('samples')} samples, temperature "
+                f"{_num(value.get('temperature'))}, {value.get('max_new_tokens')} new tokens")
+    if option == "rollouts":
+        if not value:
+            return ""
+        if not value.get("samples"):
+            return "none stored"
+        return f"{value.get('samples')} samples at step 1 and every {value.get('every') or 'logging_steps'} steps"
+    if option == "tools":
+        calls = spec.get("max_tool_calls")
+        limit = f" (at most {calls} calls per rollout)" if calls else ""
+        return ", ".join(str(v) for v in value or ()) + limit if value else "none"
+    if option == "max_tool_calls":
+        return ""  # shown with the tools
+    if option == "rewards":
+        return ", ".join(str(v) for v in value or ())
+    if option == "chat_template_kwargs":
+        return ", ".join(f"{k}={_plain(v)}" for k, v in (value or {}).items())
+    return "" if value in (None, "", [], {}) else _plain(value)
+
+
+def _eval_text(ev: Any, kind) -> str:
+    if ev is None or ev is False:
+        if kind is not None and kind.always_evaluates and ev is None:
+            ev = {}
+        else:
+            return "none"
+    if ev is True:
+        ev = {}
+    data = ev.get("data", "builtin:arithmetic-eval")
+    metrics = ", ".join(ev.get("metrics") or ("accuracy", "perplexity"))
+    text = f"{_data_text(data)}: {metrics} ({ev.get('max_samples', 500)} samples"
+    if ev.get("format") not in (None, "auto"):
+        text += f", {ev['format']} format"
+    text += ")"
+    if ev.get("tools"):
+        text += f", tools {', '.join(ev['tools'])} (≤ {ev.get('max_tool_calls', 4)} calls)"
+    return text
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def checkpoints_section(d: StageDetail, look: Palette) -> list[RenderableType]:
+    out: list[RenderableType] = [_title("Checkpoints", look, f"[dim]{escape(d.checkpoint_dir)}/[/]")]
+    grid = _grid(look)
+    groups = {"ok": "loadable", "gone": "recorded", "bad": "unusable"}
+    for state, label in groups.items():
+        steps = [c for c in d.checkpoints if c.state == state]
+        if not steps:
+            continue
+        if state == "bad":
+            for c in steps:
+                grid.add_row(label, Text(f"step {c.step}: {c.note}", look.bad))
+                label = ""
+            continue
+        listed = Text("steps " + ", ".join(str(c.step) for c in steps))
+        if state == "gone":
+            listed.append(" (no longer on disk)", look.muted)
+        grid.add_row(label, listed)
+    trains = KINDS.get(d.kind) is None or KINDS[d.kind].trains
+    if not d.checkpoints and trains:
+        grid.add_row("steps", Text("none yet" if d.status == StageStatus.WAITING else "none saved", look.muted))
+    if d.final_exists:
+        grid.add_row("final", Text(d.final + "/", look.good))
+    else:
+        if d.status in (StageStatus.WAITING, StageStatus.RUNNING):
+            state = "written when the stage ends"
+        else:
+            state = "not on disk" if d.status in STAGE_OK else "not written"
+        grid.add_row("final", Text(f"{d.final}/ — {state}", look.muted))
+    out.append(_indent(grid))
+    return out
+
+
+def attempts_section(d: StageDetail, look: Palette) -> list[RenderableType]:
+    count = f"{d.attempt} attempt{'s' if d.attempt != 1 else ''}" if d.attempt else "not started"
+    out: list[RenderableType] = [_title("Attempts", look, f"[dim]{count}[/]")]
+    severity = {"good": look.good, "warn": look.warn, "error": look.bad, "info": ""}
+    grid = _grid(look)
+    if d.history_dropped:
+        grid.add_row("", Text(f"… {d.history_dropped} earlier", look.muted))
+    for ts, text, level in d.history:
+        grid.add_row(elapsed_stamp(ts, d.created_at), Text(text, severity.get(level, "")))
+    if d.history or d.history_dropped:
+        out.append(_indent(grid))
+    return out
+
+
+# -- the screen ------------------------------------------------------------------------------------
+class DetailRead(Message):
+    """The reader found the stage changed (or read it the first time)."""
+
+    def __init__(self, detail: StageDetail | None):
+        super().__init__()
+        self.detail = detail
+
+
+class StageDetailScreen(Screen):
+    """One stage of a run in full; refreshed while the run lives; Esc goes back to the run."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back"),
+        Binding("j", "scroll(1)", show=False),
+        Binding("k", "scroll(-1)", show=False),
+    ]
+
+    def __init__(self, paths: RunPaths, stage: str, **kwargs):
+        super().__init__(**kwargs)
+        self.paths, self.stage = paths, stage
+        self.detail: StageDetail | None = None
+        self.reads = 0                 # messages from the reader applied (tests wait on it)
+        self._wake = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header_text(), id="detail-header")
+        with VerticalScroll(id="detail-body"):
+            yield Static("[dim]reading the run store…[/]", id="detail-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        body = self.query_one("#detail-body")
+        body.border_title = f"Stage · {self.stage}"
+        body.border_subtitle = "↑ ↓ scroll · Esc back"
+        body.focus()
+        self._read()
+
+    def on_unmount(self) -> None:
+        self.workers.cancel_group(self, "detail-poll")
+        self._wake.set()
+
+    @work(thread=True, exclusive=True, group="detail-poll", exit_on_error=False, description="reading the stage")
+    def _read(self) -> None:
+        worker = get_current_worker()
+        last_key: Any = None
+        with RunStore(self.paths.db) as store:
+            while not worker.is_cancelled:
+                status = store.get_meta("status")
+                key = (store.last_event_id(), status, [tuple(r.values()) for r in store.stages()],
+                       store.decision(self.stage))
+                if key != last_key:
+                    last_key = key
+                    self.post_message(DetailRead(read_stage_detail(store, self.paths, self.stage)))
+                self._wake.wait(LIVE_POLL_S if status in RUN_LIVE else FINISHED_POLL_S)
+                self._wake.clear()
+
+    @on(DetailRead)
+    def _apply(self, message: DetailRead) -> None:
+        self.reads += 1
+        if message.detail == self.detail and self.detail is not None:
+            return
+        self.detail = message.detail
+        self._draw()
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.query_one("#detail-text", Static).update(
+                f"[$error]reading the stage failed: {escape(str(event.worker.error))}[/]")
+
+    def _draw(self) -> None:
+        text = self.query_one("#detail-text", Static)
+        self.query_one("#detail-header", Static).update(self._header_text())
+        if self.detail is None:
+            text.update(f"This run has no stage {escape(self.stage)!r}.")
+            return
+        text.update(detail_renderable(self.detail, palette_of(self.app.get_css_variables())))
+
+    def _header_text(self) -> str:
+        d = self.detail
+        kind = f" ({escape(d.kind)})" if d is not None and d.kind != d.name else ""
+        parts = [f"[b]Stage {escape(self.stage)}[/]{kind}", escape(self.paths.id)]
+        if d is not None:
+            glyph, words, style = status_look(d.status)
+            parts.append(f"[{style}]{glyph} {words}[/]" if style else f"{glyph} {words}")
+        return "  ".join(parts)
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#detail-body", VerticalScroll).scroll_relative(y=lines, animate=False)
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
