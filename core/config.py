@@ -14,6 +14,7 @@ BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-preference", "
                 "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts", "arithmetic-tool-eval")
 
 
+BASE = "base"  # `from: base`: a stage that starts from model.base, beside the first stage (a branch)
 # Stage and run names become directory names: no separators, no leading dot, bounded length.
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -179,7 +180,8 @@ class StageSpec(Strict):
 
     name: str = Field(pattern=SAFE_NAME, description="letters, digits, _ . - (a directory name)")
     kind: Literal[KIND_NAMES] = Field(description="what the stage does (core.kinds)")
-    from_: Optional[str] = Field(None, alias="from", description="stage whose output this one starts from")
+    from_: Optional[str] = Field(None, alias="from", description="the earlier stage whose output this one starts "
+                                 "from (default: the previous stage), or base for model.base")
     data: Union[None, str, DataSpec] = None
     lora: Union[None, bool, LoraSpec] = Field(None, description="false = full fine-tuning")
     train: TrainSpec = Field(default_factory=TrainSpec)

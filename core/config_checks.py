@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from core.config import BUILTIN_DATA, BUILTIN_MODELS, Curriculum, DataSpec, EvalSpec, StageSpec
+from core.config import BASE, BUILTIN_DATA, BUILTIN_MODELS, Curriculum, DataSpec, EvalSpec, StageSpec
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
@@ -21,6 +21,9 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         here = ("stages", i)
         if stage.name in names:
             errors.append(_err(located, here + ("name",), f"duplicate stage name {stage.name!r}"))
+        if stage.name == BASE:
+            errors.append(_err(located, here + ("name",), f"{BASE!r} names the model a curriculum starts from "
+                               "(from: base); call the stage something else"))
         errors += _check_from(stage, i, names, located)
         errors += _check_options(stage, here, located)
         errors += _check_functions(stage, here, located, base_dir)
@@ -64,10 +67,15 @@ def _check_from(stage: StageSpec, i: int, earlier: list[str], located: LocatedYa
             return [_err(located, ("stages", i, "kind"), f"a {stage.kind} stage needs an earlier stage to start from")]
         stage.from_ = earlier[-1] if earlier else None
         return []
+    if stage.from_ == BASE:
+        needs = KINDS[stage.kind].needs_parent
+        return [_err(located, ("stages", i, "from"), f"a {stage.kind} stage needs a trained stage to start from, "
+                     "not base")] if needs else []
     if stage.from_ in earlier:
         return []
     what = "a later stage" if stage.from_ == stage.name or stage.from_ in _all_names(located) else "no stage"
-    return [_err(located, ("stages", i, "from"), f"{stage.from_!r} names {what}; from: must name an earlier stage")]
+    return [_err(located, ("stages", i, "from"), f"{stage.from_!r} names {what}; from: must name an earlier stage "
+                 "or base")]
 
 
 def _all_names(located: LocatedYaml) -> list[str]:

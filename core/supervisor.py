@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from core.checkpoints import checkpoint_step, resume_checkpoint
-from core.config import Curriculum, StageSpec
+from core.config import BASE, Curriculum, StageSpec
 from core.events import RULES, RUN_ENDING_STAGE, STAGE_OK, EventKind, RunStatus, StageStatus, gate_outcome
 from core.gates import evaluate_gate, policy_decision
 from core.hardware import HardwareSampler
@@ -182,7 +182,7 @@ class Supervisor:
         return code
 
     def _write_spec(self, stage: StageSpec, attempt: int, overrides: dict, resume: Path | None) -> Path:
-        parent = self.paths.stage_final(stage.from_) if stage.from_ else None
+        parent = self.paths.stage_final(stage.from_) if stage.from_ not in (None, BASE) else None
         spec = WorkerSpec(
             run_dir=str(self.paths.root.resolve()), db=str(self.paths.db.resolve()), stage=stage,
             model=self.cur.model, sandbox=self.cur.sandbox, attempt=attempt,

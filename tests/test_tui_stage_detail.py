@@ -12,7 +12,7 @@ from core.store import RunStore
 from recorded import DEMO, T0, FakeClock, build_recorded_run, frozen_store_time, wait_until
 from test_tui import BIG, SMALL, attached, make_app, run_screen, screen_text
 from tui.app import CockpitApp
-from tui.screens.dialogs import HelpScreen
+from tui.screens.dialogs import HelpScreen, help_text
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
 from tui.screens.stage_detail import StageDetailScreen, read_stage_detail
@@ -227,7 +227,10 @@ async def test_help_names_the_stage_detail(finished_run):
         await attached(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        assert re.search(r"Enter +open the stage: its settings, gate, metrics, checkpoints, failure", flat(app))
+        text = " ".join(re.sub(r"\[/?[^\]]*\]", "", help_text()).split())
+        assert "Enter open the stage: its settings, gate, metrics, checkpoints, failure (a pending gate: its dialog)" \
+            in text
+        assert "Stage ↑ ↓ / j k scroll Esc back to the run" in text
 
 
 # -- snapshots --------------------------------------------------------------------------------------

@@ -1,0 +1,48 @@
+"""`from: base`: a stage that starts from the model the curriculum starts from, beside the first (a branch)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from core.config_load import load_curriculum
+from core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TWO_BRANCHES = """
+name: branches
+defaults: {train: {steps: 3, batch_size: 4, max_length: 48, logging_steps: 1}}
+stages:
+  - {name: text, kind: pretrain, data: "builtin:arithmetic-text", lora: false, eval: false}
+  - {name: chat, kind: sft, from: base, data: "builtin:arithmetic-chat", lora: false, eval: false}
+"""
+
+
+def test_a_branch_from_base_trains_on_the_base_not_on_the_stage_before(tmp_path):
+    config = tmp_path / "b.yaml"
+    config.write_text(TWO_BRANCHES)
+    assert [s.from_ for s in load_curriculum(config).stages] == [None, "base"]
+    runs = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
+    spec = json.loads((run / "stages" / "chat" / "spec.json").read_text())
+    assert spec["input_model"] is None  # model.base, not text's output
+    text, chat = (load_file(run / "stages" / s / "final" / "model.safetensors") for s in ("text", "chat"))
+    base = load_file(run / "base" / "model.safetensors")
+    # both trained from the same base: each moved away from it, and not the same way
+    assert any(not (chat[k] == base[k]).all() for k in base) and any(not (text[k] == chat[k]).all() for k in base)
+
+
+@pytest.mark.parametrize("stage, words", [
+    ("{name: m, kind: merge, from: base}", "a merge stage needs a trained stage to start from, not base"),
+    ("{name: base, kind: sft, data: 'builtin:arithmetic-chat'}", "'base' names the model a curriculum starts from"),
+])
+def test_base_is_a_starting_point_not_a_stage(tmp_path, stage, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: c\nstages:\n  - {{name: p, kind: pretrain, data: 'builtin:arithmetic-text'}}\n  - {stage}\n")
+    with pytest.raises(ConfigError, match=words):
+        load_curriculum(path)
