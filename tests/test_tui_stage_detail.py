@@ -15,7 +15,7 @@ from tui.app import CockpitApp
 from tui.screens.dialogs import HelpScreen, help_text
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
-from tui.screens.stage_detail import StageDetailScreen, read_stage_detail
+from tui.screens.stage_detail import Palette, StageDetailScreen, read_stage_detail, summary_text
 from tui.widgets.curriculum import CurriculumPanel
 
 STAGES = {"pretrain": 0, "sft": 1, "dpo": 2, "grpo": 3, "final": 4}
@@ -123,6 +123,14 @@ def test_the_detail_reads_gate_deltas_checkpoints_and_the_full_failure(finished_
     assert [(c.step, c.state) for c in failed.checkpoints] == [(200, "ok"), (400, "gone")]
     assert not waiting.gate.reached and waiting.gate.rules[0].threshold is None  # sft never measured
     assert waiting.gate.rules[0].rule == ">= sft - 0.01"
+
+
+def test_a_stage_from_base_has_no_parent_to_compare_with(finished_run):
+    with RunStore(finished_run.db) as store:
+        store.update_stage("dpo", from_stage="base")  # `from: base`: a branch from model.base
+        dpo = read_stage_detail(store, finished_run, "dpo")
+    assert dpo.parent is None and dpo.parent_evals == () and dpo.deltas == ()
+    assert "from the base model" in str(summary_text(dpo, Palette()))
 
 
 # -- the screen -------------------------------------------------------------------------------------

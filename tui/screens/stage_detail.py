@@ -28,7 +28,7 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.checkpoints import CHECKPOINT, COMPLETE_MARKER, checkpoint_step, complete_checkpoints, verify_checkpoint
-from core.config import Rule
+from core.config import BASE, Rule
 from core.events import (HEADLINE_METRICS, RULES, RUN_LIVE, STAGE_ENDED_BADLY, STAGE_OK, EventKind, StageStatus,
                          approves, describe)
 from core.gates import rule_bounds
@@ -44,6 +44,7 @@ FINISHED_POLL_S = 2.0   # a finished run only changes when it is resumed
 HISTORY_KINDS = (EventKind.STAGE_STARTED, EventKind.OOM_RETRY, EventKind.RESUMED, EventKind.STALLED,
                  EventKind.CHECKPOINT_SKIPPED, EventKind.STAGE_FINISHED, EventKind.LOG)
 STAGE_KINDS = HISTORY_KINDS + (EventKind.CHECKPOINT_SAVED, EventKind.GATE_PENDING, EventKind.GATE_DECIDED)
+CHECKPOINT_EVENTS = (EventKind.CHECKPOINT_SAVED, EventKind.CHECKPOINT_SKIPPED, EventKind.RESUMED)
 MAX_HISTORY = 40        # lines of the attempts' history kept (the newest)
 LABEL_WIDTH = 10        # "on-policy"
 
@@ -121,8 +122,9 @@ class StageDetail:
     log: str
 
 
-def read_stage_detail(store: RunStore, paths: RunPaths, stage: str) -> StageDetail | None:
-    """The stage `stage` of the run in `store` (None if the run has no such stage)."""
+def read_stage_detail(store: RunStore, paths: RunPaths, stage: str, cache: dict | None = None) -> StageDetail | None:
+    """The stage `stage` of the run in `store` (None if the run has no such stage). Pass the same `cache`
+    on every read of a live stage: its checkpoints on disk are verified again only when they may have changed."""
     meta, rows = store.meta(), store.stages()
     row = next((r for r in rows if r["name"] == stage), None)
     if row is None:
@@ -131,7 +133,7 @@ def read_stage_detail(store: RunStore, paths: RunPaths, stage: str) -> StageDeta
     spec = next((s for s in config.get("stages") or () if isinstance(s, dict) and s.get("name") == stage), {})
     state = RunState()
     state.fold(store.events(kinds=SUMMARY_EVENTS))
-    parent = row.get("from_stage")
+    parent = row.get("from_stage") if row.get("from_stage") != BASE else None  # `from: base`: model.base
     deltas, skipped = parent_deltas(state.evals, state.eval_formats, stage, parent)
     events = store.events(kinds=STAGE_KINDS, stage=stage)
     metrics = store.final_metrics(stage)
@@ -152,8 +154,9 @@ def read_stage_detail(store: RunStore, paths: RunPaths, stage: str) -> StageDeta
         training=tuple(training), evals=tuple(sorted(state.evals.get(stage, {}).items())),
         parent_evals=tuple(sorted(state.evals.get(parent or "", {}).items())),
         deltas=tuple(deltas.items()), not_comparable=tuple(skipped.items()),
-        checkpoints=_checkpoints(paths.stage_checkpoints(stage), events), checkpoint_dir=_rel(
-            paths.stage_checkpoints(stage), paths), final=_rel(final, paths), final_exists=final.is_dir(),
+        checkpoints=_checkpoints(paths.stage_checkpoints(stage), events, row, {} if cache is None else cache),
+        checkpoint_dir=_rel(paths.stage_checkpoints(stage), paths), final=_rel(final, paths),
+        final_exists=final.is_dir(),
         history=history, history_dropped=dropped, failure=failure, failure_step=failure_step,
         exit_code=finished[-1].data.get("exit_code") if finished else None, log=_rel(paths.stage_log(stage), paths))
 
@@ -215,8 +218,16 @@ def _configured_rules(require: dict, evals: dict) -> tuple[RuleLine, ...]:
     return tuple(lines)
 
 
-def _checkpoints(folder: Path, events: list[Event]) -> tuple[CheckpointLine, ...]:
+def _checkpoints(folder: Path, events: list[Event], row: dict, cache: dict) -> tuple[CheckpointLine, ...]:
     """Intermediate checkpoints: those on disk (loadable or not) and those recorded but gone."""
+    # Verifying reads up to 128 KiB per file: only again when a checkpoint event came or the stage moved on.
+    key = (row.get("status"), row.get("attempt"), tuple(e.id for e in events if e.kind in CHECKPOINT_EVENTS))
+    if cache.get("key") != key:
+        cache["key"], cache["lines"] = key, _scan_checkpoints(folder, events)
+    return cache["lines"]
+
+
+def _scan_checkpoints(folder: Path, events: list[Event]) -> tuple[CheckpointLine, ...]:
     loadable = {checkpoint_step(p) for p in complete_checkpoints(folder)}
     on_disk = {int(m.group(1)) for p in (folder.iterdir() if folder.is_dir() else ())
                if p.is_dir() and (m := CHECKPOINT.match(p.name))}
@@ -305,7 +316,8 @@ def detail_renderable(d: StageDetail, look: Palette = Palette()) -> RenderableTy
 
 
 def _title(text: str, look: Palette, extra: str = "", style: str | None = None) -> Text:
-    title = Text(text, f"bold {style or look.accent}")
+    title = Text()
+    title.append(text, f"bold {style or look.accent}")
     if extra:
         title.append("  ")
         title.append_text(Text.from_markup(extra))
@@ -322,12 +334,12 @@ def _indent(renderable: RenderableType) -> Table:
 
 
 def summary_text(d: StageDetail, look: Palette) -> Text:
-    """One wrapped line: origin, steps, attempts, timing (the header line above says the status)."""
-    facts = [f"from {d.parent or f'model.base ({d.base_model})'}"]
-    if d.total_steps and d.status != StageStatus.WAITING:
-        facts.append(f"{d.last_step or 0}/{d.total_steps} steps")
-    elif d.status == StageStatus.WAITING:
+    """One line: steps, attempts, timing, origin (the header line above says the status)."""
+    facts = []
+    if d.status == StageStatus.WAITING:
         facts.append("not started yet")
+    elif d.total_steps:
+        facts.append(f"{d.last_step or 0}/{d.total_steps} steps")
     if d.attempt > 1:
         facts.append(f"{d.attempt} attempts")
     if d.started_at is not None:
@@ -335,6 +347,7 @@ def summary_text(d: StageDetail, look: Palette) -> Text:
         if d.finished_at is not None:
             started += f", ran {duration(d.finished_at - d.started_at)}"
         facts.append(started)
+    facts.append(f"from {d.parent}" if d.parent else "from the base model")
     return Text(" · ".join(facts))
 
 
@@ -389,7 +402,7 @@ def rules_table(gate: GateFacts, look: Palette) -> Table:
         else:
             mark = Text("✓ pass", f"bold {look.good}") if r.passed else Text("✗ fail", f"bold {look.bad}")
         threshold = short_number(r.threshold) if r.threshold is not None or not r.reference else "?"
-        table.add_row(r.metric, r.rule, short_number(r.value), threshold, mark)
+        table.add_row(Text(r.metric), Text(r.rule), short_number(r.value), threshold, mark)
         if r.reference:  # a relative rule: what the reference stage measured
             seen = short_number(r.reference_value) if r.reference_value is not None else "not measured yet"
             table.add_row("", Text(f"{r.reference} = {seen}", look.muted), "", "", "")
@@ -399,7 +412,8 @@ def rules_table(gate: GateFacts, look: Palette) -> Table:
 def _decision_text(d: StageDetail, gate: GateFacts, look: Palette) -> Text:
     if gate.decision is not None:
         ok = approves(gate.decision)
-        text = Text("✓ " if ok else "✗ ", f"bold {look.good if ok else look.bad}")
+        text = Text()
+        text.append("✓ " if ok else "✗ ", f"bold {look.good if ok else look.bad}")
         text.append(f"{'approved' if ok else 'rejected'} by {_who(gate.by)}", "bold")
         if gate.decided_at is not None:
             text.append(f" at {elapsed_stamp(gate.decided_at, d.created_at)}")
@@ -443,10 +457,10 @@ def metrics_section(d: StageDetail, look: Palette) -> list[RenderableType]:
     elif d.status in (StageStatus.WAITING, StageStatus.RUNNING):
         grid.add_row("eval", Text("measured when the stage ends" if _evaluates(d) else "none configured", look.muted))
     else:
-        grid.add_row("eval", Text("no results", look.muted))
+        grid.add_row("eval", Text("no results" if _evaluates(d) else "none configured", look.muted))
     for label, items in groups:
         cells = [Text.assemble((name, look.muted), " ", short_number(value)) for name, value in items]
-        grid.add_row(label, Columns(cells, padding=(0, 2)))
+        grid.add_row(Text(label), Columns(cells, padding=(0, 2)))
     if not groups and KINDS.get(d.kind) is not None and KINDS[d.kind].trains:
         grid.add_row("training", Text("nothing logged yet", look.muted))
     return [_title("Metrics", look, step), _indent(grid)]
@@ -457,9 +471,14 @@ def metric_groups(training: tuple[tuple[str, float], ...]) -> list[tuple[str, li
     groups: dict[str, list[tuple[str, float]]] = {}
     for name, value in training:
         family, _, rest = name.partition("/")
-        label, short = (f"{family}/", rest) if rest else ("training", name)
+        if rest:
+            label, short = f"{family}/", rest
+        elif name.startswith("train_"):  # the trainer's summary of the whole run (train_loss, train_runtime)
+            label, short = "run totals", name.removeprefix("train_")
+        else:
+            label, short = "training", name
         groups.setdefault(label, []).append((short, value))
-    return sorted(groups.items(), key=lambda g: (g[0] != "training", g[0]))
+    return sorted(groups.items(), key=lambda g: (g[0] != "training", g[0] != "run totals", g[0]))
 
 
 def _grid(look: Palette, label_width: int = LABEL_WIDTH) -> Table:
@@ -482,9 +501,9 @@ def evals_table(d: StageDetail, look: Palette) -> Table:
     if d.parent:
         table.add_column(justify="right")
     head = ["metric"] + ([d.parent[:12]] if d.parent else []) + [d.name[:12]] + (["change"] if d.parent else [])
-    table.add_row(*(Text(h, "bold") for h in head))
+    table.add_row(*(Text(h, "bold") for h in head))  # Text cells: names from the store are never markup
     for metric, value in d.evals:
-        cells: list[Any] = [metric]
+        cells: list[Any] = [Text(metric)]
         if d.parent:
             cells.append(short_number(parent.get(metric)))
         cells.append(Text(short_number(value), "bold"))
@@ -510,7 +529,7 @@ def settings_section(d: StageDetail, look: Palette) -> list[RenderableType]:
     rows = settings_rows(d)
     grid = _grid(look)
     for label, value in rows:
-        grid.add_row(label, value)
+        grid.add_row(label, Text(value))
     return [_title("Settings", look, "[dim]as resolved for this run[/]"), _indent(grid)]
 
 
@@ -743,6 +762,7 @@ class StageDetailScreen(Screen):
     def _read(self) -> None:
         worker = get_current_worker()
         last_key: Any = None
+        cache: dict = {}
         with RunStore(self.paths.db) as store:
             while not worker.is_cancelled:
                 status = store.get_meta("status")
@@ -750,7 +770,7 @@ class StageDetailScreen(Screen):
                        store.decision(self.stage))
                 if key != last_key:
                     last_key = key
-                    self.post_message(DetailRead(read_stage_detail(store, self.paths, self.stage)))
+                    self.post_message(DetailRead(read_stage_detail(store, self.paths, self.stage, cache)))
                 self._wake.wait(LIVE_POLL_S if status in RUN_LIVE else FINISHED_POLL_S)
                 self._wake.clear()
 
@@ -772,7 +792,7 @@ class StageDetailScreen(Screen):
         text = self.query_one("#detail-text", Static)
         self.query_one("#detail-header", Static).update(self._header_text())
         if self.detail is None:
-            text.update(f"This run has no stage {escape(self.stage)!r}.")
+            text.update(f"This run has no stage [b]{escape(self.stage)}[/].")
             return
         text.update(detail_renderable(self.detail, palette_of(self.app.get_css_variables())))
 
