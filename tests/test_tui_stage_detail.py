@@ -15,7 +15,8 @@ from tui.app import CockpitApp
 from tui.screens.dialogs import HelpScreen, help_text
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
-from tui.screens.stage_detail import Palette, StageDetailScreen, read_stage_detail, summary_text
+from core.stage_detail import read_stage_detail
+from tui.screens.stage_detail import Palette, StageDetailScreen, summary_text
 from tui.widgets.curriculum import CurriculumPanel
 
 STAGES = {"pretrain": 0, "sft": 1, "dpo": 2, "grpo": 3, "final": 4}
