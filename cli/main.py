@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from core.errors import UserError
-from core.events import STAGE_OK, Decision, EventKind, RunStatus, StageStatus
+from core.events import GATE_STOPPED, STAGE_OK, Decision, EventKind, RunStatus, StageStatus
 from core.gates import POLICIES
 from core.kinds import KINDS
 from core.runs import find_run, list_runs, runs_dir
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "the latest)")
     p.set_defaults(func=cmd_attach)
 
-    p = sub.add_parser("gate", help="approve or reject a pending manual gate")
+    p = sub.add_parser("gate", help="approve or reject a pending manual gate, or override a failed one (approve with "
+                                    "--note, then resume)")
     p.add_argument("run")
     p.add_argument("stage")
     p.add_argument("decision", choices=tuple(Decision))
@@ -272,11 +273,27 @@ def cmd_gate(args) -> int:
     paths = find_run(runs_dir(args.runs_dir), args.run)
     with RunStore(paths.db) as store:
         row = _known_stage(store, paths.id, args.stage)
-        if row["status"] != StageStatus.GATE_PENDING:
+        overriding = row["status"] in GATE_STOPPED
+        if overriding:
+            _check_override(args, row["status"])
+        elif row["status"] != StageStatus.GATE_PENDING:
             raise UserError(f"stage {args.stage!r} has no pending gate (status: {row['status']})")
         store.decide(args.stage, args.decision, by=f"cli:{_user()}", note=args.note)
-    print(f"{args.stage}: {args.decision} recorded for run {paths.id}")
+    if overriding:
+        print(f"{args.stage}: override recorded for run {paths.id}; `cockpit resume {paths.id}` goes on from "
+              "its output")
+    else:
+        print(f"{args.stage}: {args.decision} recorded for run {paths.id}")
     return 0
+
+
+def _check_override(args, status: str) -> None:
+    """Overriding a failed or rejected gate: only an approval, and only with the reason in --note."""
+    if args.decision != Decision.APPROVE:
+        raise UserError(f"stage {args.stage!r} already stopped the run ({status}); only approve overrides it")
+    if not args.note:
+        raise UserError(f"overriding the {status} gate of {args.stage!r} needs --note saying why (it stays in the "
+                        "audit trail)")
 
 
 def cmd_stop(args) -> int:

@@ -8,7 +8,7 @@ one payload `TypedDict` in `PAYLOADS`, and a line in `describe` if people should
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 
 class EventKind(StrEnum):
@@ -77,6 +77,7 @@ STAGE_ENDED_BADLY = frozenset({StageStatus.FAILED, StageStatus.REJECTED, StageSt
 RUN_LIVE = frozenset({RunStatus.CREATED, RunStatus.RUNNING})
 RUN_TERMINAL = frozenset(RunStatus) - RUN_LIVE  # a run in these has ended for good (until resumed)
 RUN_ENDING_STAGE = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED, StageStatus.STOPPED})
+GATE_STOPPED = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED})  # an operator may override these
 """Stage outcomes that become the run's status as they are; any other failure makes the run `failed`."""
 
 HEADLINE_METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/margins", "mean_token_accuracy")
@@ -160,6 +161,7 @@ class GateDecidedData(TypedDict):
     note: str | None
     metrics: dict[str, float | None]
     rules: list[RuleCheckData]
+    override: NotRequired[bool]  # an operator approved after the gate had failed or been rejected
 
 
 class StageFinishedData(TypedDict):
@@ -292,7 +294,8 @@ def _gate_pending(ev: EventLike) -> tuple[str, str]:
 def _gate_decided(ev: EventLike) -> tuple[str, str]:
     d = ev.data
     note = f" — {d['note']}" if d.get("note") else ""
-    text = f"gate {d.get('decision', '?')} by {d.get('by', '?')}{note}"
+    what = "overridden: approve" if d.get("override") else d.get("decision", "?")
+    text = f"gate {what} by {d.get('by', '?')}{note}"
     return text, "good" if approves(d.get("decision")) else "error"
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from core.checkpoints import checkpoint_step, resume_checkpoint
 from core.config import BASE, Curriculum, StageSpec
-from core.events import RULES, RUN_ENDING_STAGE, STAGE_OK, EventKind, RunStatus, StageStatus, gate_outcome
+from core.events import (GATE_STOPPED, RULES, RUN_ENDING_STAGE, STAGE_OK, Decision, EventKind, RunStatus,
+                         StageStatus, approves, gate_outcome)
 from core.gates import evaluate_gate, policy_decision
 from core.hardware import HardwareSampler
 from core.run_lock import RunLock
@@ -62,7 +63,7 @@ class Supervisor:
         try:
             for stage in self.cur.stages:
                 before = self.store.stage(stage.name)["status"]
-                if before in STAGE_OK:
+                if before in STAGE_OK or (before in GATE_STOPPED and self._overridden(stage)):
                     continue
                 if before == StageStatus.GATE_PENDING and stage.gate and self.paths.stage_final(stage.name).exists():
                     outcome = self._gate(stage)  # trained before the supervisor died; only the gate is left
@@ -247,6 +248,18 @@ class Supervisor:
                           metrics=seen, rules=pending["rules"])
         status = gate_outcome(decision, by)
         return self._finish(stage, status, None if status == StageStatus.PASSED else f"gate {decision} by {by}", 0)
+
+    def _overridden(self, stage: StageSpec) -> bool:
+        """An operator approved this stage after its gate failed or was rejected (`cockpit gate … approve
+        --note`): record the override and go on with the trained output."""
+        row, found = self.store.stage(stage.name), self.store.decision(stage.name)
+        if not (found and approves(found["decision"]) and found["ts"] > (row["finished_at"] or 0)
+                and self.paths.stage_final(stage.name).exists()):
+            return False
+        self.store.append(EventKind.GATE_DECIDED, stage=stage.name, now=True, decision=Decision.APPROVE,
+                          by=found["by"], note=found["note"], metrics={}, rules=[], override=True)
+        self._finish(stage, StageStatus.PASSED, None, 0)
+        return True
 
     def _wait_for_decision(self, stage: str, since: float) -> tuple[str, str, str | None]:
         while True:

@@ -123,3 +123,48 @@ def test_an_auto_gate_records_the_rules_decision_as_approve_or_reject(tmp_path, 
         decided = store.events(kinds=[EventKind.GATE_DECIDED])[0].data
         assert (decided["decision"], decided["by"]) == (decision, "rules")
         assert store.stage("final")["status"] == stage_status
+
+
+OVERRIDDEN = """
+name: override
+defaults: {train: {steps: 2, batch_size: 4, max_length: 48, logging_steps: 1}}
+stages:
+  - name: pretrain
+    kind: pretrain
+    data: "builtin:arithmetic-text"
+    lora: false
+    eval: {max_samples: 8, metrics: [perplexity]}
+    gate: {require: {eval/perplexity: {max: 1.0}}}   # two steps never get there: the rules reject
+  - {name: sft, kind: sft, data: "builtin:arithmetic-chat", eval: false}
+"""
+
+
+def test_an_operator_overrides_a_failed_gate_with_a_note_and_the_run_goes_on(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    config, runs = tmp_path / "o.yaml", tmp_path / "runs"
+    config.write_text(OVERRIDDEN)
+
+    def cockpit(*args):
+        return subprocess.run([sys.executable, "-m", "cli.main", *args, "--runs-dir", str(runs)], cwd=root,
+                              capture_output=True, text=True, timeout=300)
+
+    assert cockpit("run", str(config), "--batch").returncode == 3
+    refused = cockpit("gate", "latest", "pretrain", "approve")
+    assert refused.returncode == 2 and "needs --note" in refused.stderr
+    assert cockpit("gate", "latest", "pretrain", "reject", "--note", "no").returncode == 2
+    done = cockpit("gate", "latest", "pretrain", "approve", "--note", "perplexity bar is for the real model")
+    assert done.returncode == 0 and "cockpit resume" in done.stdout
+    resumed = cockpit("resume", "latest", "--batch")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "gate overridden: approve by cli:" in resumed.stdout and "sft: started" in resumed.stdout
+    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
+    with RunStore(run / "run.db") as store:
+        decided = store.events(kinds=[EventKind.GATE_DECIDED], stage="pretrain")
+        statuses = [s["status"] for s in store.stages()]
+        started = store.events(kinds=[EventKind.STAGE_STARTED], stage="pretrain")
+    assert [d.data["decision"] for d in decided] == ["reject", "approve"] and decided[-1].data["override"]
+    assert decided[-1].data["note"] == "perplexity bar is for the real model"
+    assert statuses == ["passed", "completed"] and len(started) == 1  # pretrain was not trained again
