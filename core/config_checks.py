@@ -24,7 +24,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         if stage.name == BASE:
             errors.append(_err(located, here + ("name",), f"{BASE!r} names the model a curriculum starts from "
                                "(from: base); call the stage something else"))
-        errors += _check_from(stage, i, names, located)
+        errors += _check_from(stage, i, names, [n for n in names if KINDS[cur.stage(n).kind].outputs], located)
         errors += _check_options(stage, here, located)
         errors += _check_functions(stage, here, located, base_dir)
         errors += _check_trl(stage, here, located)
@@ -61,12 +61,17 @@ def _check_model(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> list[
     return []
 
 
-def _check_from(stage: StageSpec, i: int, earlier: list[str], located: LocatedYaml) -> list[ConfigError]:
+def _check_from(stage: StageSpec, i: int, earlier: list[str], outputs: list[str],
+                located: LocatedYaml) -> list[ConfigError]:
+    """`from:` names an earlier stage that writes a model, or base; unset, the last such stage (else base)."""
     if stage.from_ is None:
-        if i == 0 and KINDS[stage.kind].needs_parent:
+        if not outputs and KINDS[stage.kind].needs_parent:
             return [_err(located, ("stages", i, "kind"), f"a {stage.kind} stage needs an earlier stage to start from")]
-        stage.from_ = earlier[-1] if earlier else None
+        stage.from_ = outputs[-1] if outputs else None
         return []
+    if stage.from_ in earlier and stage.from_ not in outputs:
+        return [_err(located, ("stages", i, "from"), f"{stage.from_!r} only evaluates: it writes no model to start "
+                     "from")]
     if stage.from_ == BASE:
         needs = KINDS[stage.kind].needs_parent
         return [_err(located, ("stages", i, "from"), f"a {stage.kind} stage needs a trained stage to start from, "

@@ -34,6 +34,7 @@ class StageKind:
     eval_format: str = "chat"       # what eval format `auto` means after this kind
     always_evaluates: bool = False  # evaluates with the default EvalSpec when the stage has no eval:
     scores_data: bool = False       # its rewards score completions of its data's prompts (rows carry their columns)
+    outputs: bool = True            # writes a model (final/) a later stage can start from
 
     @property
     def trains(self) -> bool:
@@ -72,7 +73,7 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
               metrics=TRAINER_METRICS + ("reward", "reward_std", "kl", "completions/*", "rewards/*",
                                          "frac_reward_zero_std", "clip_ratio/*", "step_time", "tools/*")),
     StageKind("merge", "fold the parent's adapter into its base weights", needs_parent=True),
-    StageKind("eval", "evaluate the parent's output without training", always_evaluates=True),
+    StageKind("eval", "evaluate the parent's output without training", always_evaluates=True, outputs=False),
 )}
 KIND_NAMES = tuple(KINDS)
 KIND_OPTIONS = tuple(sorted({opt for kind in KINDS.values() for opt in kind.options}))

@@ -46,3 +46,14 @@ def test_base_is_a_starting_point_not_a_stage(tmp_path, stage, words):
     path.write_text(f"name: c\nstages:\n  - {{name: p, kind: pretrain, data: 'builtin:arithmetic-text'}}\n  - {stage}\n")
     with pytest.raises(ConfigError, match=words):
         load_curriculum(path)
+
+
+def test_a_stage_after_an_eval_stage_starts_from_what_that_one_evaluated(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("name: e\nstages:\n  - {name: untrained, kind: eval}\n"
+                    "  - {name: p, kind: pretrain, data: 'builtin:arithmetic-text'}\n"
+                    "  - {name: check, kind: eval}\n  - {name: s, kind: sft, data: 'builtin:arithmetic-chat'}\n")
+    assert [s.from_ for s in load_curriculum(path).stages] == [None, None, "p", "p"]
+    path.write_text(path.read_text().replace("kind: sft,", "kind: sft, from: check,"))
+    with pytest.raises(ConfigError, match="'check' only evaluates: it writes no model to start from"):
+        load_curriculum(path)

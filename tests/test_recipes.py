@@ -20,6 +20,10 @@ def _small(stages: list[str], rl: list[str]) -> list[str]:
 
 
 TWINS = {
+    "tool-use-demo.yaml": ["defaults.eval.max_samples=4", "defaults.eval.max_new_tokens=24",
+                           *_small(["sft", "grpo"], ["grpo"]),
+                           *[f"stages.{s}.gate.require.eval/tool_calls.min=0" for s in ("sft", "grpo")],
+                           "stages.sft.gate.require.eval/accuracy.min=0"],
     "qwen3-tool-grpo.yaml": ["model.base=builtin:tiny-qwen3-tools", "defaults.train.max_length=768",
                              "defaults.train.precision=fp32", "defaults.eval.max_new_tokens=24",
                              *_small(["tool-sft", "grpo-math", "grpo-code"], ["grpo-math", "grpo-code"])],
