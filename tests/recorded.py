@@ -44,18 +44,22 @@ def frozen_store_time(clock: FakeClock):
         yield
 
 
-def build_recorded_run(directory: Path, phase: str = "gate", run_id: str = RUN_ID) -> RunPaths:
-    """Create `<directory>/<run_id>` holding the demo curriculum played up to `phase`."""
+def demo_store(directory: Path, run_id: str) -> tuple[RunPaths, RunStore, "FakeClock"]:
+    """`<directory>/<run_id>` with a fresh store of the demo curriculum (created, nothing run) and its clock."""
     cur = load_curriculum(DEMO)
     paths = RunPaths(Path(directory) / run_id)
     paths.root.mkdir(parents=True)
-    clock = FakeClock()
     stages = [{"name": s.name, "kind": s.kind, "from": s.from_,
                "total_steps": s.train.steps if s.kind in ("pretrain", "sft", "dpo", "grpo") else None}
               for s in cur.stages]
     meta = {"id": run_id, "name": cur.name, "source": str(DEMO), "created_at": T0, "status": "running",
             "supervisor_pid": 0, "heartbeat": T0, "config": cur.model_dump(mode="json", by_alias=True)}
-    store = RunStore.create(paths.db, meta, stages)
+    return paths, RunStore.create(paths.db, meta, stages), FakeClock()
+
+
+def build_recorded_run(directory: Path, phase: str = "gate", run_id: str = RUN_ID) -> RunPaths:
+    """Create `<directory>/<run_id>` holding the demo curriculum played up to `phase`."""
+    paths, store, clock = demo_store(directory, run_id)
     with frozen_store_time(clock):
         _play(store, paths, clock, phase)
         store.set_meta(heartbeat=clock.t)

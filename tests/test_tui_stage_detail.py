@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from core.config_load import load_curriculum
 from core.runs import RunPaths
 from core.store import RunStore
-from recorded import DEMO, T0, FakeClock, build_recorded_run, frozen_store_time, wait_until
-from test_tui import BIG, SMALL, attached, make_app, run_screen, screen_text
+from recorded import T0, FakeClock, demo_store, frozen_store_time, wait_until
+from test_tui import (BIG, SMALL, attached, finished_run, gate_run, make_app, run_screen,  # noqa: F401 (fixtures)
+                      screen_text)
 from tui.app import CockpitApp
 from tui.screens.dialogs import HelpScreen, help_text
 from tui.screens.gate import GateScreen
@@ -30,16 +30,7 @@ REASON = f"SafetensorError: {MESSAGE}".splitlines()[0]  # what the supervisor ke
 def build_failed_run(directory: Path, run_id: str = FAILED_ID) -> RunPaths:
     """The demo curriculum whose pretrain failed at step 430 with a long, two-line exception (as recorded.py
     builds its runs: the store through RunStore, a fixed clock), with its stage folder as a worker leaves it."""
-    cur = load_curriculum(DEMO)
-    paths = RunPaths(Path(directory) / run_id)
-    paths.root.mkdir(parents=True)
-    clock = FakeClock()
-    stages = [{"name": s.name, "kind": s.kind, "from": s.from_,
-               "total_steps": s.train.steps if s.kind in ("pretrain", "sft", "dpo", "grpo") else None}
-              for s in cur.stages]
-    meta = {"id": run_id, "name": cur.name, "source": str(DEMO), "created_at": T0, "status": "running",
-            "supervisor_pid": 0, "heartbeat": T0, "config": cur.model_dump(mode="json", by_alias=True)}
-    store = RunStore.create(paths.db, meta, stages)
+    paths, store, clock = demo_store(directory, run_id)
     with frozen_store_time(clock):
         store.update_stage("pretrain", status="running", attempt=1, started_at=clock.t, total_steps=800)
         store.append("stage_started", stage="pretrain", attempt=1, total_steps=800, pid=4242, world_size=1,
@@ -67,16 +58,6 @@ def build_failed_run(directory: Path, run_id: str = FAILED_ID) -> RunPaths:
     paths.stage_failure("pretrain").write_text(json.dumps({"type": "SafetensorError", "message": MESSAGE,
                                                            "step": 430}))
     return paths
-
-
-@pytest.fixture
-def gate_run(tmp_path):
-    return build_recorded_run(tmp_path / "runs", "gate")
-
-
-@pytest.fixture
-def finished_run(tmp_path):
-    return build_recorded_run(tmp_path / "runs", "finished", run_id="20231114-000000-demo")
 
 
 @pytest.fixture
