@@ -16,7 +16,8 @@ from tui.screens.dialogs import HelpScreen, help_text
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
 from core.stage_detail import read_stage_detail
-from tui.screens.stage_detail import Palette, StageDetailScreen, summary_text
+from tui.screens.stage_detail import StageDetailScreen
+from tui.stage_detail_view import Palette, summary_text
 from tui.widgets.curriculum import CurriculumPanel
 
 STAGES = {"pretrain": 0, "sft": 1, "dpo": 2, "grpo": 3, "final": 4}
