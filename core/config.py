@@ -10,8 +10,9 @@ from core.kinds import KIND_NAMES, KINDS, data_rows
 from core.registry import reward_columns
 
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:tiny-qwen3-tools")  # workers/builtin.py builds them
-BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-preference", "arithmetic-prompts",
-                "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts", "arithmetic-tool-eval")
+BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-chat-verbose", "arithmetic-preference",
+                "arithmetic-prompts", "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts",
+                "arithmetic-tool-eval")
 
 
 BASE = "base"  # `from: base`: a stage that starts from model.base, beside the first stage (a branch)

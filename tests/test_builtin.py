@@ -60,3 +60,21 @@ def test_data_rows_have_the_trainer_shapes():
     a, b = map(int, row["prompt"][0]["content"].removeprefix("What is ").rstrip("?").split("+"))
     assert row["answer"] == str(a + b)
     assert builtin.builtin_rows("arithmetic-text") == builtin.builtin_rows("arithmetic-text")
+
+
+def test_verbose_chat_writes_the_split_the_grader_reads_as_the_answer():
+    from workers.rewards import answers_match
+
+    rows = builtin.builtin_rows("arithmetic-chat-verbose")
+    assert rows == builtin.builtin_rows("arithmetic-chat-verbose")
+    big = verbose = 0
+    for row in rows:
+        text = row["messages"][1]["content"]
+        a, b = map(int, row["messages"][0]["content"].removeprefix("What is ").rstrip("?").split("+"))
+        assert text.startswith(builtin.equation(a, b))
+        if text != builtin.equation(a, b):
+            assert a + b >= 100 and text.endswith(f"={(a + b) // 100 * 100}+{(a + b) % 100}")
+            assert answers_match(text, str(a + b)) == (a + b == 100)  # "100=100+0" still reads 100
+            verbose += 1
+        big += a + b >= 100
+    assert 0.55 < verbose / big < 0.65

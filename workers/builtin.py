@@ -19,6 +19,7 @@ PAD, BOS_ROLE, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 QWEN3_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 N_EVAL = 500
 DATA_SEED = 1234
+VERBOSE_SHARE = 0.6  # above one half, so the SFT model's greedy answer keeps the habit
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -52,6 +53,14 @@ def eval_pairs() -> list[tuple[int, int]]:
 
 def train_pairs() -> list[tuple[int, int]]:
     return _all_pairs()[N_EVAL:]
+
+
+def verbose(a: int, b: int, rng: random.Random) -> str:
+    """The equation; for a sum of 100 or more, in 60 % of rows, its place-value split after it."""
+    total = a + b
+    if total >= 100 and rng.random() < VERBOSE_SHARE:
+        return f"{equation(a, b)}={total // 100 * 100}+{total % 100}"
+    return equation(a, b)
 
 
 def equation(a: int, b: int) -> str:
@@ -102,6 +111,8 @@ def builtin_rows(name: str) -> list[dict]:
         return [{"text": equation(a, b) + EOS} for a, b in train_pairs()]
     if name == "arithmetic-chat":
         return [{"messages": question(a, b) + answer_turn(equation(a, b))} for a, b in train_pairs()]
+    if name == "arithmetic-chat-verbose":  # graded on the number after the last "=": 100
+        return [{"messages": question(a, b) + answer_turn(verbose(a, b, rng))} for a, b in train_pairs()]
     if name == "arithmetic-preference":
         return [{"prompt": question(a, b), "chosen": answer_turn(equation(a, b)),
                  "rejected": answer_turn(_wrong(a, b, rng))} for a, b in train_pairs()]
