@@ -83,8 +83,7 @@ def test_killed_worker_fails_with_reason_then_resumes_from_last_complete_checkpo
     proc = cockpit("run", str(config(tmp_path, steps=300)), "--batch", runs=runs, wait=False,
                    env={"COCKPIT_FAULT_SLEEP_AT_STEP": "25"})
     run = wait_for(lambda: runs.exists() and the_run(runs), what="run dir")
-    wait_for(lambda: max(loss_steps(run), default=0) >= 24 if (run / "run.db").exists() else False,
-             what="steps past the checkpoint at 20")
+    wait_for(lambda: max(loss_steps(run), default=0) >= 24, what="steps past the checkpoint at 20")
     os.kill(worker_pid(run), signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out

@@ -56,7 +56,7 @@ def train_pairs() -> list[tuple[int, int]]:
 
 
 def verbose(a: int, b: int, rng: random.Random) -> str:
-    """The equation; for a sum of 100 or more, in 60 % of rows, its place-value split after it."""
+    """The equation; for a sum of 100 or more, in VERBOSE_SHARE of rows, its place-value split after it."""
     total = a + b
     if total >= 100 and rng.random() < VERBOSE_SHARE:
         return f"{equation(a, b)}={total // 100 * 100}+{total % 100}"
