@@ -116,6 +116,7 @@ class StageStartedData(TypedDict, total=False):
     params: dict[str, Any]
     threads: int
     warm: bool           # a prestarted interpreter ran it
+    gradient_checkpointing: bool  # activations recomputed in the backward pass (training kinds)
 
 
 class LogData(TypedDict):

@@ -14,7 +14,7 @@ PROMPT_ROWS: tuple = ("prompt",)
 CHAT_ROWS: tuple = (("messages", "prompt"),)
 
 TRAINER_METRICS = ("loss", "grad_norm", "learning_rate", "entropy", "num_tokens", "mean_token_accuracy", "epoch",
-                   "train_*")
+                   "train_*", "train/tokens_per_s", "gpu/peak_memory_gb")
 EVAL_METRICS = ("eval/accuracy", "eval/perplexity", "eval/tool_calls")
 ON_POLICY_METRICS = ("on_policy/mean_reward", "on_policy/mixed_prompts", "on_policy/prompts")
 

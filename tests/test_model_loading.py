@@ -52,6 +52,14 @@ def test_gradient_checkpointing_trains_an_adapter_on_cpu(worker_run):
     assert done.returncode == 0, done.stderr[-2000:]
     with worker_run.store() as store:
         assert len([e for e in store.events(kinds=["metric"], stage="sft") if e.name == "loss"]) == 4
+        assert store.events(kinds=["stage_started"], stage="sft")[0].data["gradient_checkpointing"] is True
+
+
+def test_gradient_checkpointing_is_off_by_default_on_cpu(worker_run):
+    spec = worker_run.spec("sft", "sft", data="builtin:arithmetic-chat", lora={"r": 4}, train={"steps": 1})
+    assert worker_run.run("sft", spec).returncode == 0
+    with worker_run.store() as store:
+        assert store.events(kinds=["stage_started"], stage="sft")[0].data["gradient_checkpointing"] is False
 
 
 def test_quantization_without_a_gpu_fails_the_stage_saying_why(worker_run):

@@ -103,6 +103,14 @@ def test_adapter_stages_train_a_fresh_adapter_on_the_parent(chain, stage, key):
     assert lora_b_norm(final) > 0  # lora_B starts at zero: non-zero means it trained
 
 
+def test_sft_logs_trained_tokens_per_second(chain):
+    chain("sft")
+    found = metrics(chain.run, "sft")
+    rates = [v for _, v in found["train/tokens_per_s"]]
+    assert len(rates) == len(found["loss"]) - 1 and min(rates) > 0  # a rate needs two logs
+    assert "gpu/peak_memory_gb" not in found  # CPU: no CUDA allocator to read
+
+
 @pytest.mark.parametrize("stage", ["dpo_mined", "grpo_mined"])
 def test_on_policy_stages_mine_the_parent_then_train(chain, stage):
     chain(stage)

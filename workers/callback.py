@@ -23,10 +23,11 @@ class StoreCallback(TrainerCallback):
     def __init__(self, store, stage: str, scratch: Path, checkpoints: Path):
         self.store, self.stage = store, stage
         self.scratch, self.checkpoints = Path(scratch), Path(checkpoints)
+        self.throughput = Throughput()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.store is not None and state.is_world_process_zero and logs:
-            self.store.append_metrics(self.stage, state.global_step, logs)
+            self.store.append_metrics(self.stage, state.global_step, logs | self.throughput.figures(logs))
 
     def on_step_begin(self, args, state, control, **kwargs):
         inject_faults(state.global_step + 1, args.per_device_train_batch_size)
@@ -50,6 +51,27 @@ class StoreCallback(TrainerCallback):
         if self.store is not None:
             self.store.append(EventKind.CHECKPOINT_SAVED, stage=self.stage, step=step, now=True,
                               path=str(target), complete=True)
+
+
+class Throughput:
+    """Trained tokens per second between two logs (from TRL's cumulative `num_tokens`, all ranks) and the
+    peak CUDA memory allocated by this rank so far."""
+
+    def __init__(self):
+        self.last: tuple[float, float] | None = None
+
+    def figures(self, logs: dict) -> dict:
+        import torch
+
+        out = {}
+        if "num_tokens" in logs:
+            now, tokens = time.monotonic(), float(logs["num_tokens"])
+            if self.last and now > self.last[0] and tokens > self.last[1]:
+                out["train/tokens_per_s"] = (tokens - self.last[1]) / (now - self.last[0])
+            self.last = (now, tokens)
+        if torch.cuda.is_available():
+            out["gpu/peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
 
 
 def _barrier() -> None:

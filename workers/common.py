@@ -195,12 +195,12 @@ def device_name() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def started(stage: Stage, total_steps: int, backend: str, params: dict) -> None:
+def started(stage: Stage, total_steps: int, backend: str, params: dict, **extra) -> None:
     import torch
 
     stage.emit(EventKind.STAGE_STARTED, attempt=stage.spec.attempt, total_steps=total_steps, pid=os.getpid(),
                world_size=stage.world_size, backend=backend, device=device_name(), params=params,
-               threads=torch.get_num_threads(), warm=WARM_START)
+               threads=torch.get_num_threads(), warm=WARM_START, **extra)
 
 
 # -- inputs without training (merge, eval) ------------------------------------------------------

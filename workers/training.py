@@ -48,9 +48,18 @@ def training_args(stage: Stage, config_cls, **extra):
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500, seed=t.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         ddp_backend=None if cuda or stage.world_size == 1 else "gloo", report_to=[], disable_tqdm=True,
-        gradient_checkpointing=gradient_checkpointing(stage.spec.model), activation_checkpointing=False,
-        dataloader_num_workers=0, **scheduler_args(t))
+        dataloader_num_workers=0, **scheduler_args(t),
+        **checkpointing_args(config_cls, gradient_checkpointing(stage.spec.model)))
     return config_cls(**owned | extra | stage.config.trl)  # trl: (checked at load) over the kind's defaults
+
+
+def checkpointing_args(config_cls, on: bool) -> dict:
+    """Activation (gradient) checkpointing on or off, under the name this transformers reads: since 5.2x
+    `activation_checkpointing` wins over its deprecated alias, so setting only the old name does nothing."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
 
 
 def peft_config(stage: Stage, loaded):
@@ -69,7 +78,8 @@ def run_training(stage: Stage, build_trainer) -> None:
     trainer = build_trainer(stage, loaded)
     trainer.add_callback(StoreCallback(stage.store, stage.name, stage.scratch, stage.checkpoints))
     stage.trainer = trainer
-    started(stage, stage.train.steps, loaded.backend, count_params(trainer.model))
+    started(stage, stage.train.steps, loaded.backend, count_params(trainer.model),
+            gradient_checkpointing=bool(trainer.args.gradient_checkpointing))
     resume = stage.spec.resume_from
     if resume:
         stage.log(f"resuming from {resume}")
