@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from core.errors import UserError
-from core.events import GATE_STOPPED, STAGE_OK, Decision, EventKind, RunStatus, StageStatus
-from core.gates import POLICIES
+from core.events import GATE_POLICIES, GATE_STOPPED, STAGE_OK, Decision, EventKind, RunStatus, StageStatus
 from core.kinds import KINDS
 from core.runs import find_run, list_runs, runs_dir
 
@@ -114,7 +113,7 @@ def _overrides(p: argparse.ArgumentParser) -> None:
 
 
 def _gate_policy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gate-policy", choices=POLICIES, default="rules",
+    p.add_argument("--gate-policy", choices=GATE_POLICIES, default="rules",
                    help="how --batch decides manual gates: rules (pass iff rules pass), approve, reject")
 
 

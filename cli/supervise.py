@@ -8,8 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.events import RunStatus
-from core.gates import POLICIES
+from core.events import GATE_POLICIES, RunStatus
 from core.run_lock import RunBusy, RunLock
 from core.runs import RunPaths
 from core.supervisor import Supervisor
@@ -18,7 +17,7 @@ from core.supervisor import Supervisor
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cli.supervise", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--gate-policy", choices=POLICIES)
+    parser.add_argument("--gate-policy", choices=GATE_POLICIES)
     parser.add_argument("--lock-fd", type=int, help="the run's lock, taken by the launcher (default: take it here)")
     args = parser.parse_args(argv)
     lock = RunLock.inherited(args.lock_fd, args.run_dir) if args.lock_fd is not None else None

@@ -5,17 +5,20 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.config import Curriculum, DataSpec, StageSpec
 from core.events import STAGE_OK, SUMMARY_METRICS, StageStatus
 from core.gates import rule_bounds
 from core.kinds import KINDS
 from core.status import delta_text, verdict
+
+if TYPE_CHECKING:  # a listing or a report never builds the pydantic models
+    from core.config import Curriculum, StageSpec
 
 STATUS_STYLE = {StageStatus.COMPLETED: "green", StageStatus.PASSED: "green", StageStatus.RUNNING: "cyan",
                 StageStatus.GATE_PENDING: "yellow", StageStatus.FAILED: "red", StageStatus.GATE_FAILED: "red",
@@ -129,7 +132,7 @@ def _kind_options(stage: StageSpec) -> str:
         parts.append("tools " + ",".join(t.rsplit("/", 1)[-1] for t in stage.tools))
     if stage.on_policy:
         parts.append(f"on-policy {stage.on_policy.prompts}×{stage.on_policy.samples}")
-    data = stage.data.source if isinstance(stage.data, DataSpec) else stage.data
+    data = stage.data if stage.data is None or isinstance(stage.data, str) else stage.data.source  # a DataSpec
     if data:
         parts.append(data.removeprefix("builtin:") if data.startswith("builtin:") else Path(data).name)
     return "".join(f"\n[dim]{p}[/]" for p in parts)

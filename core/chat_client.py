@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from core.config import EvalSpec
 from core.datafiles import read_rows
 from core.errors import UserError
 from core.events import EventKind
@@ -281,6 +280,8 @@ class CompareResult:
 def prompt_set(targets: list[Target], prompts_file: Path | None = None, limit: int | None = None,
                max_new_tokens: int | None = None) -> PromptSet:
     """A prompts file (.jsonl with prompt/messages and optional answer, or .txt), else the stages' eval set."""
+    from core.config import EvalSpec  # the pydantic models: only once a command runs (`--help` stays instant)
+
     if prompts_file is not None:
         rows = [_prompt_row(r) for r in read_rows(prompts_file, CHAT_ROWS, limit=limit)]
         spec = EvalSpec(max_new_tokens=max_new_tokens or 64).model_dump(mode="json")
@@ -298,6 +299,8 @@ def _prompt_row(row: dict) -> dict:
 
 def stage_eval_spec(targets: list[Target]) -> dict:
     """The eval spec of the first target's stage that has one (then any stage of its run), else the default."""
+    from core.config import EvalSpec
+
     for spec_path in _spec_files(targets):
         try:
             ev = json.loads(spec_path.read_text())["stage"].get("eval")

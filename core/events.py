@@ -67,6 +67,9 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
+GATE_POLICIES = ("rules", Decision.APPROVE, Decision.REJECT)  # what --batch does at a manual gate
+
+
 RULES = "rules"  # the `by` of a decision the gate's own rules made
 LEGACY_APPROVE = "pass"  # stores written before one vocabulary recorded the rules' decision as pass/fail
 

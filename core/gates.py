@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from core.config import GateSpec, Rule
 from core.events import Decision, GatePendingData
 
-POLICIES = ("rules", Decision.APPROVE, Decision.REJECT)
+if TYPE_CHECKING:
+    from core.config import GateSpec, Rule
 
 
 @dataclass(frozen=True)

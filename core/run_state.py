@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from core.config import Rule
 from core.events import STAGE_ACTIVE, EventKind, GateDecidedData, StageStatus, describe
 from core.gates import rule_bounds
 from core.store import Event
+
+if TYPE_CHECKING:
+    from core.config import Rule
 
 MAX_EVENT_LINES = 300
 
@@ -344,6 +347,8 @@ def gate_view(stage: str, event_id: int, data: dict, decision_sent: str | None) 
 
 def _stage_gates(config: dict) -> dict[str, StageGate]:
     """Each gated stage's approval and validated rules, from the run's config."""
+    from core.config import Rule  # pydantic: only for runs that have gates
+
     gates = {}
     for stage in config.get("stages") or []:
         if gate := stage.get("gate"):

@@ -6,12 +6,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from core.config import Curriculum, dump_resolved
 from core.errors import UserError
 from core.kinds import KINDS
 from core.store import RunStore
+
+if TYPE_CHECKING:  # pydantic models: a command that only lists or shows runs never builds them
+    from core.config import Curriculum
 
 DB_NAME = "run.db"
 FAILURE_FILE = "failure.json"  # a failed worker's exception: {"type", "message", "step"}
@@ -79,6 +81,8 @@ def create_run(cur: Curriculum, source_file: Path, directory: Path, overrides: S
     tmp = paths.root.with_name(f".{paths.id}.creating")
     tmp.mkdir(parents=True)
     try:
+        from core.config import dump_resolved
+
         (tmp / "config.yaml").write_text(dump_resolved(cur))
         stages = [{"name": s.name, "kind": s.kind, "from": s.from_,
                    "total_steps": s.train.steps if KINDS[s.kind].trains else None}

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.checkpoints import CHECKPOINT, complete_checkpoints
-from core.config import BUILTIN_MODELS
 from core.errors import UserError
 from core.runs import RunPaths, find_run
 from core.store import RunStore
@@ -130,6 +129,8 @@ def _stage_base(paths: RunPaths, stage: str, config: dict) -> str:
 
 
 def _run_base(paths: RunPaths, config: dict) -> Path:
+    from core.config import BUILTIN_MODELS  # pydantic: only when a target is resolved, not for `--help`
+
     base = config.get("model", {}).get("base", BUILTIN_MODELS[0])
     folder = paths.base if base in BUILTIN_MODELS else Path(base)
     if not folder.is_dir():

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "workers", "tui", "cli")
 # package -> the packages (and front-end libraries) it may import; the only arrows in the house
@@ -80,3 +82,23 @@ def test_the_batch_cli_never_imports_textual():
     done = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("BAD []"), done.stdout
+
+
+LISTING = """
+import sys
+from cli.main import main
+sys.argv = ["cockpit", "--runs-dir", sys.argv[1], sys.argv[2]]
+try:
+    main()
+except SystemExit:
+    pass
+print("HEAVY", sorted(m for m in ("pydantic", "torch", "transformers", "textual") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("command", ["--help", "runs"])
+def test_help_and_listing_import_no_heavy_library(tmp_path, command):
+    """`cockpit --help` and `cockpit runs` answer at once: no pydantic models built, no torch, no textual."""
+    done = subprocess.run([sys.executable, "-c", LISTING, str(tmp_path), command], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip().endswith("HEAVY []"), done.stdout[-500:] + done.stderr[-2000:]
