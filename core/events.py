@@ -83,7 +83,8 @@ RUN_ENDING_STAGE = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED, Sta
 GATE_STOPPED = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED})  # an operator may override these
 """Stage outcomes that become the run's status as they are; any other failure makes the run `failed`."""
 
-HEADLINE_METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/margins", "mean_token_accuracy")
+HEADLINE_METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/margins", "mean_token_accuracy",
+                    "train/tokens_per_s")
 """The training metrics (TRL's key names) worth a human's eye; `--batch` prints them at each reported step."""
 
 
@@ -92,7 +93,8 @@ def _headline_without(*left_out: str) -> tuple[str, ...]:
 
 
 CHART_METRICS = _headline_without("mean_token_accuracy")  # the run screen's charts, in picker order
-SUMMARY_METRICS = _headline_without("learning_rate", "grad_norm", "kl", "rewards/margins", "mean_token_accuracy")
+SUMMARY_METRICS = _headline_without("learning_rate", "grad_norm", "kl", "rewards/margins", "mean_token_accuracy",
+                                    "train/tokens_per_s")
 """The final training values `cockpit show` puts next to the eval metrics."""
 
 

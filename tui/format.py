@@ -19,6 +19,13 @@ STATUS_LOOK = {  # stage or run status -> (glyph, words, style)
 SEVERITY_STYLE = {"info": "", "good": "$success", "warn": "$warning", "error": "bold $error"}
 
 
+METRIC_LABELS = {"learning_rate": "lr", "train/tokens_per_s": "tokens/s"}  # keys too long for the picker
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name)
+
+
 def status_look(status: str) -> tuple[str, str, str]:
     return STATUS_LOOK.get(status, ("?", status, ""))
 

@@ -18,7 +18,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from core.events import CHART_METRICS, RUN_LIVE, Decision
 from core.runs import RunPaths
 from core.store import RunStore
-from tui.format import short_number
+from tui.format import metric_label, short_number
 from tui.poller import RunPoller
 from tui.screens.dialogs import ConfirmScreen
 from tui.screens.gate import GateDecision, GateScreen
@@ -174,7 +174,7 @@ class RunScreen(Screen):
         available = {s.name for s in snap.series if s.xs}
         self.query_one(MetricPicker).show(names, self.metric, available)
         last = f" = {short_number(series.last)}" if series and series.last is not None else ""
-        _retitle(self.query_one("#chart-box"), f"Metrics · {self.metric}{last}")
+        _retitle(self.query_one("#chart-box"), f"Metrics · {metric_label(self.metric)}{last}")
         thresholds = tuple(t for t in snap.thresholds if t.metric == self.metric)
         self.query_one(MetricChart).show(ChartData(self.metric, series, snap.stages, thresholds))
 

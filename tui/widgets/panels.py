@@ -6,7 +6,7 @@ from textual.widgets import Static
 
 from core.events import RUN_LIVE
 from core.run_state import HardwareView
-from tui.format import duration, size, status_look
+from tui.format import duration, metric_label, size, status_look
 from tui.state import RunSnapshot
 
 STALE_HEARTBEAT_S = 30.0
@@ -84,7 +84,7 @@ class MetricPicker(ChangingText):
     def show(self, names: list[str], chosen: str, available: set[str]) -> None:
         parts = []
         for i, name in enumerate(names[:9], start=1):
-            label = f"{i} {escape(name)}"
+            label = f"{i} {escape(metric_label(name))}"
             if name == chosen:
                 parts.append(f"[reverse b] {label} [/]")
             elif name in available:
