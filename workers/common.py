@@ -90,11 +90,22 @@ def entry(main) -> int:
     try:
         pin_threads(stage)
         main(stage)
+        leave_process_group()
         return EXIT_OK
     except BaseException as exc:  # noqa: BLE001  (every failure must reach the store)
         return _failure(stage, exc)
     finally:
         stage.close()
+
+
+def leave_process_group() -> None:
+    """Under torchrun: wait for every rank (rank 0 still saves and evaluates), then tear the group down; a gloo
+    group left to interpreter exit can abort its process ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def pin_threads(stage: Stage) -> None:
