@@ -67,10 +67,8 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
-GATE_POLICIES = ("rules", Decision.APPROVE, Decision.REJECT)  # what --batch does at a manual gate
-
-
 RULES = "rules"  # the `by` of a decision the gate's own rules made
+GATE_POLICIES = (RULES, Decision.APPROVE, Decision.REJECT)  # what --batch does at a manual gate
 LEGACY_APPROVE = "pass"  # stores written before one vocabulary recorded the rules' decision as pass/fail
 
 STAGE_OK = frozenset({StageStatus.PASSED, StageStatus.COMPLETED})

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from core.checkpoints import write_manifest
 from core.events import EventKind
+from workers.common import wait_for_ranks
 
 
 class StoreCallback(TrainerCallback):
@@ -33,10 +34,10 @@ class StoreCallback(TrainerCallback):
         inject_faults(state.global_step + 1, args.per_device_train_batch_size)
 
     def on_save(self, args, state, control, **kwargs):
-        _barrier()
+        wait_for_ranks()
         if state.is_world_process_zero:
             self._publish(state.global_step)
-        _barrier()
+        wait_for_ranks()
 
     def _publish(self, step: int) -> None:
         written = self.scratch / f"checkpoint-{step}"
@@ -72,13 +73,6 @@ class Throughput:
         if torch.cuda.is_available():
             out["gpu/peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         return out
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def inject_faults(step: int, batch_size: int) -> None:

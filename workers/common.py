@@ -98,13 +98,22 @@ def entry(main) -> int:
         stage.close()
 
 
+def wait_for_ranks() -> bool:
+    """Wait for every rank when running under torchrun; False (nothing to wait for) in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    dist.barrier()
+    return True
+
+
 def leave_process_group() -> None:
     """Under torchrun: wait for every rank (rank 0 still saves and evaluates), then tear the group down; a gloo
     group left to interpreter exit can abort its process ("terminate called without an active exception")."""
-    import torch.distributed as dist
+    if wait_for_ranks():
+        import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
 
 
