@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from core.dag import tree_rows
 from core.events import STAGE_OK, SUMMARY_METRICS, StageStatus
 from core.gates import rule_bounds
 from core.kinds import KINDS
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # a listing or a report never builds the pydantic models
 STATUS_STYLE = {StageStatus.COMPLETED: "green", StageStatus.PASSED: "green", StageStatus.RUNNING: "cyan",
                 StageStatus.GATE_PENDING: "yellow", StageStatus.FAILED: "red", StageStatus.GATE_FAILED: "red",
                 StageStatus.REJECTED: "red", StageStatus.STOPPED: "magenta", StageStatus.INTERRUPTED: "magenta",
+                StageStatus.SKIPPED: "yellow",
                 StageStatus.WAITING: "dim"}
 SHOWN_METRICS = (*SUMMARY_METRICS, "eval/accuracy", "Δ acc", "eval/perplexity")
 PIPED_WIDTH = 200
@@ -69,9 +71,11 @@ def run_report(summary: dict, console: Console | None = None) -> None:
     table = Table()
     for col in ("stage", "kind", "from", "status", "steps", *SHOWN_METRICS, "gate"):
         table.add_column(col, justify="right" if col == "Δ acc" else "left")
-    for s in summary["stages"]:
+    stages = summary["stages"]
+    for row in tree_rows((s["name"], s["from"], KINDS[s["kind"]].outputs) for s in stages):
+        s = stages[row.index]
         steps = f"{s['last_step'] or 0}/{s['total_steps']}" if s["total_steps"] else "-"
-        table.add_row(s["name"], s["kind"], s["from"] or "-", styled(s["status"]), steps,
+        table.add_row(f"[dim]{row.prefix}[/]{s['name']}", s["kind"], s["from"] or "-", styled(s["status"]), steps,
                       *[_metric_cell(s, m) for m in SHOWN_METRICS], _gate_text(s["gate"]))
     console.print(table)
     for s in summary["stages"]:
@@ -116,8 +120,10 @@ def plan_table(cur: Curriculum, console: Console | None = None) -> None:
     table.add_column("kind and data", overflow="fold")
     table.add_column("train", no_wrap=True)
     table.add_column("eval and gate", min_width=20)
-    for s in cur.stages:
-        table.add_row(s.name + (f"\n[dim]← {s.from_}[/]" if s.from_ else ""), s.kind + _kind_options(s),
+    for row in tree_rows((s.name, s.from_, KINDS[s.kind].outputs) for s in cur.stages):
+        s = cur.stages[row.index]
+        origin = f"\n[dim]{row.indent}← {s.from_}[/]" if s.from_ else ""
+        table.add_row(f"[dim]{row.prefix}[/]{s.name}{origin}", s.kind + _kind_options(s),
                       _train_text(s), _gate_plan(s))
     console.print(table)
 
@@ -132,6 +138,8 @@ def _kind_options(stage: StageSpec) -> str:
         parts.append("tools " + ",".join(t.rsplit("/", 1)[-1] for t in stage.tools))
     if stage.on_policy:
         parts.append(f"on-policy {stage.on_policy.prompts}×{stage.on_policy.samples}")
+    if stage.route:
+        parts.append(f"{stage.route.router} over " + ",".join(stage.route.experts))
     data = stage.data if stage.data is None or isinstance(stage.data, str) else stage.data.source  # a DataSpec
     if data:
         parts.append(data.removeprefix("builtin:") if data.startswith("builtin:") else Path(data).name)

@@ -1,21 +1,24 @@
 """Curriculum config: the pydantic models of a curriculum file (loading: core/config_load.py)."""
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.kinds import KIND_NAMES, KINDS, data_rows
+from core.dag import BASE
+from core.kinds import CHAT_ROWS, KIND_NAMES, KINDS, PROMPT_ROWS, data_rows
 from core.registry import reward_columns
 
+REFUSAL_PATTERNS = (r"\bI (?:can(?:no|')t|won't|will not|am not able to|'m not able to)\b", r"\bI(?:'m| am) sorry\b",
+                    r"\bas an AI\b", r"\bI must decline\b", r"\b(?:cannot|can't) (?:help|assist) with\b")
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:tiny-qwen3-tools")  # workers/builtin.py builds them
 BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-chat-verbose", "arithmetic-preference",
                 "arithmetic-prompts", "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts",
                 "arithmetic-tool-eval")
 
 
-BASE = "base"  # `from: base`: a stage that starts from model.base, beside the first stage (a branch)
 # Stage and run names become directory names: no separators, no leading dot, bounded length.
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -100,10 +103,36 @@ class DataSpec(Strict):
 
 class EvalSpec(Strict):
     """Held-out evaluation after a stage: eval/accuracy (generation), eval/perplexity, and with `tools`
-    eval/tool_calls (tool calls per answer; the answers are generated with the tools at hand)."""
+    eval/tool_calls (tool calls per answer; the answers are generated with the tools at hand).
+
+    What the model says to a prompt set, greedily (collapse and safety): eval/distinct_n (distinct token
+    n-grams over all n-grams of the answers), eval/length (mean answer tokens), eval/entropy (mean
+    next-token entropy while answering, nats), eval/refusal_rate (answers matching a refusal pattern).
+
+    eval/win_rate: after a training stage, the share of the data's prompts where the stage's answer scores
+    higher under `judge` than the answer of the model it started from (ties count half)."""
 
     data: Union[str, DataSpec] = "builtin:arithmetic-eval"
-    metrics: list[Literal["accuracy", "perplexity"]] = Field(default_factory=lambda: ["accuracy", "perplexity"])
+    metrics: list[Literal["accuracy", "perplexity", "distinct_n", "length", "entropy", "refusal_rate", "win_rate"]] = \
+        Field(default_factory=lambda: ["accuracy", "perplexity"])
+    prompts: Optional[Union[str, DataSpec]] = Field(
+        None, description="prompt set for distinct_n, length, entropy and refusal_rate (rows with messages or "
+        "prompt; default: data)")
+    distinct_n: int = Field(2, ge=1, description="n of eval/distinct_n")
+    judge: Optional[str] = Field(None, description="the reward that scores both answers for win_rate (a registry "
+                                 "name, file.py:function or module:function)")
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: list(REFUSAL_PATTERNS),
+        description="regular expressions (case-insensitive) an answer matches when it refuses")
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> "EvalSpec":
+        for pattern in self.refusal_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"refusal pattern {pattern!r} is not a regular expression: {exc}") from None
+        return self
     tools: list[str] = Field(default_factory=list, description="tools the model may call while answering (chat "
                              "format; its chat template must be one TRL parses tool calls from)")
     max_tool_calls: int = Field(4, gt=0, description="tool-calling rounds per answer")
@@ -128,6 +157,47 @@ class OnPolicySpec(Strict):
     batch_size: int = Field(256, gt=0, description="prompts per generate call")
 
 
+class DistillSpec(Strict):
+    """A distill stage: TRL's distillation losses between the stage's input model (the student) and a teacher.
+    Sampling reads train.temperature and train.max_completion_length (sdpo also train.num_generations)."""
+
+    method: Literal["jsd", "gkd", "sdpo"] = Field(
+        "jsd", description="jsd: generalized JSD to the teacher on the student's own samples (DistillationTrainer); "
+        "gkd: the same on a share lmbda of steps, the data's completions on the rest (GKDTrainer); sdpo: the "
+        "student shown feedback or a successful rollout is its own teacher, rollouts scored by rewards: (SDPOTrainer)")
+    teacher: Optional[str] = Field(None, description="jsd, gkd: an earlier stage that writes a model, base, or a "
+                                   "local model folder (same vocabulary); sdpo takes none: the student teaches itself")
+    beta: float = Field(0.5, ge=0.0, le=1.0, description="jsd, gkd: the generalized JSD's mix: 0 = forward KL, "
+                        "0.5 = JSD, 1 = reverse KL")
+    lmbda: float = Field(0.5, ge=0.0, le=1.0, description="gkd: share of steps trained on the student's own samples "
+                         "(jsd always is)")
+    seq_kd: bool = Field(False, description="gkd: the other steps train on the teacher's samples, not the data's "
+                         "completions")
+    feedback: Optional[str] = Field(None, description="sdpo: a data column shown to the self-teacher as feedback "
+                                    "(e.g. answer); unset = only the student's successful rollouts teach")
+
+    def rows(self, reward_columns: tuple) -> tuple:
+        """The fields each data row needs: sdpo scores prompts' rollouts; jsd and gkd read conversations."""
+        if self.method == "sdpo":
+            return PROMPT_ROWS + tuple(reward_columns) + ((self.feedback,) if self.feedback else ())
+        return CHAT_ROWS
+
+
+class RouteSpec(Strict):
+    """A route stage (mixture of LoRA experts): expert stages' adapters on their common parent, behind a router."""
+
+    experts: list[str] = Field(min_length=2, description="earlier stages that each train a LoRA adapter on the "
+                               "same parent (the route stage starts from that parent)")
+    router: Literal["classifier", "arrow"] = Field(
+        "classifier", description="classifier: a trained classifier (a LoRA and a head on the parent) sends each "
+        "input to one expert; arrow: peft's training-free per-token Arrow routing")
+    samples: int = Field(512, gt=0, description="classifier: routing prompts per expert, from each expert's data "
+                         "(balanced: the fewest any expert has)")
+    holdout: float = Field(0.2, gt=0.0, lt=1.0, description="classifier: share of routing prompts held out to "
+                           "measure routing/accuracy")
+    top_k: int = Field(1, gt=0, description="arrow: experts mixed per token")
+
+
 class RolloutSpec(Strict):
     """Sampled completions an RL stage stores as `rollout` events while it trains (`cockpit rollouts`)."""
 
@@ -140,10 +210,17 @@ class Rule(Strict):
 
     min: Optional[float] = None
     max: Optional[float] = None
-    min_of: Optional[str] = Field(None, description="at least the value the named stage reached")
-    max_of: Optional[str] = Field(None, description="at most the value the named stage reached")
+    min_of: Union[None, str, list[str]] = Field(None, description="at least the value the named stage (each of the "
+                                                "named stages) reached")
+    max_of: Union[None, str, list[str]] = Field(None, description="at most the value the named stage (each of the "
+                                                "named stages) reached")
     tolerance: float = Field(0.0, ge=0.0, description="slack allowed on min_of / max_of")
     gain: float = Field(0.0, ge=0.0, description="rise demanded on min_of (fall on max_of) against the named stage")
+
+    def references(self, key: str) -> list[str]:
+        """The stages `min_of` or `max_of` (`key`) names, as a list."""
+        ref = getattr(self, key)
+        return [] if ref is None else [ref] if isinstance(ref, str) else list(ref)
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> "Rule":
@@ -189,7 +266,8 @@ class StageSpec(Strict):
     eval: Union[None, bool, EvalSpec] = None
     loss: str = Field("sigmoid", description="DPO loss_type: sigmoid, ipo, hinge, robust, ...")
     rewards: list[str] = Field(default_factory=lambda: ["exact_match"],
-                               description="reward names (GRPO's rewards; what on_policy scores samples with)")
+                               description="reward names (GRPO's and sdpo distillation's rewards; what on_policy "
+                               "scores samples with)")
     on_policy: Optional[OnPolicySpec] = Field(None, description="dpo/grpo: mine the starting policy's samples first")
     rollouts: RolloutSpec = Field(default_factory=RolloutSpec, description="grpo: completions stored as events")
     tools: list[str] = Field(default_factory=list, description="grpo: tools the policy may call (registry names, "
@@ -198,6 +276,8 @@ class StageSpec(Strict):
                                           "until the policy stops calling)")
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="grpo: passed to the chat "
                                                  "template, e.g. {enable_thinking: false}")
+    distill: Optional[DistillSpec] = Field(None, description="distill: the method and the teacher (default: jsd)")
+    route: Optional[RouteSpec] = Field(None, description="route: the expert stages and the router")
     trl: dict[str, Any] = Field(default_factory=dict, description="fields of the stage's TRL config class "
                                 "(SFTConfig, DPOConfig, GRPOConfig), e.g. {packing: true}; over defaults.trl")
     gate: Optional[GateSpec] = None
@@ -209,9 +289,17 @@ class StageSpec(Strict):
             return EvalSpec()
         return self.eval or None
 
+    def needs(self) -> list[str]:
+        """What this stage reads from earlier in the curriculum: its parent (or base), a distill stage's teacher,
+        a route stage's experts."""
+        teacher = [self.distill.teacher] if self.distill and self.distill.teacher else []
+        return [self.from_ or BASE] + teacher + (self.route.experts if self.route else [])
+
     def row_fields(self) -> tuple:
         """The fields each row of `data:` must carry: the kind's, or prompts plus the columns the stage's
         rewards read where it scores completions (RL, on-policy mining)."""
+        if self.kind == "distill":
+            return (self.distill or DistillSpec()).rows(reward_columns(self.rewards))
         return data_rows(self.kind, bool(self.on_policy), reward_columns(self.rewards))
 
 

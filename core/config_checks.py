@@ -4,10 +4,11 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from core.config import BASE, BUILTIN_DATA, BUILTIN_MODELS, Curriculum, DataSpec, EvalSpec, StageSpec
+from core.config import BUILTIN_DATA, BUILTIN_MODELS, Curriculum, DataSpec, DistillSpec, EvalSpec, StageSpec
+from core.dag import BASE
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
-from core.kinds import EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
+from core.kinds import CHAT_ROWS, DISTILL_TRAINERS, EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
 from core.registry import REWARDS, TOOLS, name_problem, requirement_problem
 from core.trl_settings import setting_problem
 from core.yaml_lines import LocatedYaml
@@ -24,9 +25,13 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         if stage.name == BASE:
             errors.append(_err(located, here + ("name",), f"{BASE!r} names the model a curriculum starts from "
                                "(from: base); call the stage something else"))
-        errors += _check_from(stage, i, names, [n for n in names if KINDS[cur.stage(n).kind].outputs], located)
+        outputs = [n for n in names if KINDS[cur.stage(n).kind].outputs]
+        errors += _check_route(cur, stage, i, names, located)
+        errors += _check_from(stage, i, names, outputs, located)
+        errors += _check_distill(stage, i, names, outputs, located, base_dir)
         errors += _check_options(stage, here, located)
         errors += _check_functions(stage, here, located, base_dir)
+        errors += _check_win_rate(stage, here, located, base_dir)
         errors += _check_trl(stage, here, located)
         errors += _check_quantized_training(cur, stage, here, located)
         errors += _check_toolchains(stage, here, located)
@@ -50,15 +55,23 @@ def _check_model(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> list[
     looks_local = base.startswith((".", "/", "~")) or folder.exists()
     if not looks_local:
         return []  # a hub id: resolved by the worker (offline machines fail there with a clear message)
+    problem = _folder_problem(base, folder)
+    if problem:
+        return [_err(located, ("model", "base"), problem)]
+    cur.model.base = str(folder.resolve())
+    return []
+
+
+def _folder_problem(name: str, folder: Path) -> str | None:
+    """Why `folder` is no model to load: missing, or without safetensors weights (pickle weights can run code)."""
     if not folder.is_dir():
-        return [_err(located, ("model", "base"), f"model folder {base!r} not found")]
+        return f"model folder {name!r} not found"
     if not list(folder.glob("*.safetensors")) and not (folder / "adapter_model.safetensors").exists():
         pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
         what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
-        return [_err(located, ("model", "base"), f"model folder {base!r} has {what}; "
-                     "convert it to safetensors (pickle files can execute code when loaded)")]
-    cur.model.base = str(folder.resolve())
-    return []
+        return (f"model folder {name!r} has {what}; convert it to safetensors (pickle files can execute code when "
+                "loaded)")
+    return None
 
 
 def _check_from(stage: StageSpec, i: int, earlier: list[str], outputs: list[str],
@@ -70,8 +83,8 @@ def _check_from(stage: StageSpec, i: int, earlier: list[str], outputs: list[str]
         stage.from_ = outputs[-1] if outputs else None
         return []
     if stage.from_ in earlier and stage.from_ not in outputs:
-        return [_err(located, ("stages", i, "from"), f"{stage.from_!r} only evaluates: it writes no model to start "
-                     "from")]
+        return [_err(located, ("stages", i, "from"), f"{stage.from_!r} writes no model to start from (it only "
+                     "evaluates or routes)")]
     if stage.from_ == BASE:
         needs = KINDS[stage.kind].needs_parent
         return [_err(located, ("stages", i, "from"), f"a {stage.kind} stage needs a trained stage to start from, "
@@ -81,6 +94,93 @@ def _check_from(stage: StageSpec, i: int, earlier: list[str], outputs: list[str]
     what = "a later stage" if stage.from_ == stage.name or stage.from_ in _all_names(located) else "no stage"
     return [_err(located, ("stages", i, "from"), f"{stage.from_!r} names {what}; from: must name an earlier stage "
                  "or base")]
+
+
+def _check_route(cur: Curriculum, stage: StageSpec, i: int, earlier: list[str],
+                 located: LocatedYaml) -> list[ConfigError]:
+    """A route stage's experts are earlier stages that each train a LoRA adapter on one same parent; the route
+    stage starts from that parent."""
+    if stage.kind != "route":
+        return []
+    here = ("stages", i)
+    if stage.route is None:
+        return [_err(located, here + ("kind",), "a route stage needs route: {experts: [stage, stage, ...]}")]
+    errors, parents = [], {}
+    for j, name in enumerate(stage.route.experts):
+        where = here + ("route", "experts", j)
+        if name not in earlier:
+            hit = difflib.get_close_matches(name, earlier, n=1)
+            errors.append(_err(located, where, f"expert {name!r} names no earlier stage"
+                               + (f" (did you mean {hit[0]!r}?)" if hit else "")))
+        elif not (KINDS[cur.stage(name).kind].adapter and cur.stage(name).lora):
+            errors.append(_err(located, where, f"expert {name!r} trains no LoRA adapter (a {cur.stage(name).kind} "
+                               "stage" + (" with lora: false" if KINDS[cur.stage(name).kind].adapter else "") + ")"))
+        else:
+            parents.setdefault(cur.stage(name).from_ or BASE, []).append(name)
+    if len(parents) > 1:
+        split = "; ".join(f"{', '.join(names)} from {parent}" for parent, names in parents.items())
+        errors.append(_err(located, here + ("route", "experts"), f"a router needs experts on one parent ({split})"))
+    if errors or not parents:
+        return errors
+    (common,) = parents
+    if stage.from_ is not None and stage.from_ != common:
+        return [_err(located, here + ("from",), f"a route stage starts from its experts' parent {common!r}, not "
+                     f"{stage.from_!r}")]
+    stage.from_ = common
+    return []
+
+
+DISTILL_READS = {"teacher": ("jsd", "gkd"), "beta": ("jsd", "gkd"), "lmbda": ("gkd",), "seq_kd": ("gkd",),
+                 "feedback": ("sdpo",)}  # distill: field -> the methods that read it
+
+
+def _check_distill(stage: StageSpec, i: int, earlier: list[str], outputs: list[str], located: LocatedYaml,
+                   base_dir: Path) -> list[ConfigError]:
+    """A distill stage's method reads every field it is given (sdpo: rewards:, and no teacher, the student
+    teaches itself); jsd and gkd have a teacher (`_check_teacher`)."""
+    if stage.kind != "distill":
+        return []
+    here, raw = ("stages", i), located.data["stages"][i]
+    spec = stage.distill = stage.distill or DistillSpec()
+    errors = [_err(located, here + ("distill", key), f"{key} is read by {' and '.join(methods)} distillation, not "
+                   f"{spec.method}" + (" (its student teaches itself)" if key == "teacher" else ""))
+              for key, methods in DISTILL_READS.items() if key in (raw.get("distill") or {})
+              and spec.method not in methods]
+    if "rewards" in raw and spec.method != "sdpo":
+        errors.append(_err(located, here + ("rewards",), f"rewards are read by sdpo distillation, not {spec.method}"))
+    if "beta" in (raw.get("train") or {}):
+        errors.append(_err(located, here + ("train", "beta"), "a distill stage's divergence is set by distill.beta, "
+                           "not train.beta"))
+    if spec.method == "sdpo":
+        return errors
+    return errors + _check_teacher(stage, here, earlier, outputs, located, base_dir)
+
+
+def _check_teacher(stage: StageSpec, here: tuple, earlier: list[str], outputs: list[str], located: LocatedYaml,
+                   base_dir: Path) -> list[ConfigError]:
+    """`distill.teacher` names an earlier stage that writes a model, base, or a model folder (made absolute)."""
+    spec, where = stage.distill, here + ("distill", "teacher")
+    teacher, wanted = spec.teacher, "teacher: must name an earlier stage, base or a model folder"
+    if teacher is None:
+        at = here + ("distill",) if "distill" in located.data["stages"][here[1]] else here + ("kind",)
+        return [_err(located, at, f"a {spec.method} distill stage needs distill.teacher: an earlier stage, base or "
+                     "a model folder")]
+    if teacher == BASE or teacher in outputs:
+        return []
+    if teacher in earlier:
+        return [_err(located, where, f"{teacher!r} only evaluates: it writes no model to teach with")]
+    if teacher in _all_names(located):
+        return [_err(located, where, f"{teacher!r} names {'this' if teacher == stage.name else 'a later'} stage; "
+                     f"{wanted}")]
+    folder = Path(teacher).expanduser()
+    folder = folder if folder.is_absolute() else base_dir / folder
+    if teacher.startswith((".", "/", "~")) or "/" in teacher or folder.exists():
+        problem = _folder_problem(teacher, folder)
+        spec.teacher = spec.teacher if problem else str(folder.resolve())
+        return [_err(located, where, problem)] if problem else []
+    hit = difflib.get_close_matches(teacher, outputs + [BASE], n=1)
+    return [_err(located, where, f"{teacher!r} names no stage" + (f" (did you mean {hit[0]!r}?)" if hit else "")
+                 + f"; {wanted}")]
 
 
 def _all_names(located: LocatedYaml) -> list[str]:
@@ -106,6 +206,21 @@ def _check_functions(stage: StageSpec, here: tuple, located: LocatedYaml, base_d
             for i, name in enumerate(names) if (problem := name_problem(name, registry, what, base_dir))]
 
 
+def _check_win_rate(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
+    """win_rate compares a training stage with the model it started from, scored by a judge that resolves."""
+    ev = stage.evaluation()
+    if ev is None or "win_rate" not in ev.metrics:
+        return []
+    if not KINDS[stage.kind].trains:
+        return [_err(located, here + ("eval", "metrics"), "win_rate compares a training stage's answers with those "
+                     f"of the model it started from; {stage.kind} stages do not train")]
+    if ev.judge is None:
+        return [_err(located, here + ("eval",), "win_rate needs eval.judge: the reward that scores both answers "
+                     "(e.g. exact_match)")]
+    problem = name_problem(ev.judge, REWARDS, "reward", base_dir)
+    return [_err(located, here + ("eval", "judge"), problem)] if problem else []
+
+
 def _check_toolchains(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
     """A registry reward that compiles or runs code in another language has its toolchain on PATH here."""
     if "rewards" not in KINDS[stage.kind].options:
@@ -128,18 +243,26 @@ def _check_trl(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[Conf
     raw = located.data["stages"][here[1]].get("trl") or {}
     errors = []
     for key in stage.trl:
-        problem = setting_problem(stage.kind, KINDS[stage.kind].trainer, key)
+        problem = _trl_problem(stage, key)
         if problem:
             where = here + ("trl", key) if key in raw else ("defaults", "trl", key)
             errors.append(_err(located, where, problem))
     return errors
 
 
+def _trl_problem(stage: StageSpec, key: str) -> str | None:
+    """Why `key` cannot be set through `trl:`; a distill stage's keys are fields of its method's TRL config
+    (DistillationConfig, GKDConfig, SDPOConfig) that neither train: nor distill: sets."""
+    trainer = DISTILL_TRAINERS[stage.distill.method] if stage.kind == "distill" else KINDS[stage.kind].trainer
+    return setting_problem(stage.kind, trainer, key)
+
+
 def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
     if KINDS[stage.kind].rows and stage.data is None:
         return [_err(located, here + ("kind",), f"a {stage.kind} stage needs data:")]
-    eval_data = stage.eval.data if isinstance(stage.eval, EvalSpec) else None
-    uses = (("data", stage.data, stage.row_fields()), ("eval", eval_data, EVAL_ROWS))
+    ev = stage.eval if isinstance(stage.eval, EvalSpec) else None
+    uses = ((("data",), stage.data, stage.row_fields()), (("eval", "data"), ev and ev.data, EVAL_ROWS),
+            (("eval", "prompts"), ev and ev.prompts, CHAT_ROWS))
     errors = []
     for key, spec, use in uses:
         source = spec.source if isinstance(spec, DataSpec) else spec
@@ -147,18 +270,18 @@ def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: P
             continue
         if source.startswith("builtin:"):
             if source.split(":", 1)[1] not in BUILTIN_DATA:
-                errors.append(_err(located, here + (key,), f"unknown builtin data {source!r}; "
+                errors.append(_err(located, here + key, f"unknown builtin data {source!r}; "
                                    f"known: {', '.join('builtin:' + n for n in BUILTIN_DATA)}"))
             continue
         file = Path(source) if Path(source).is_absolute() else base_dir / source
         if not file.is_file():
-            errors.append(_err(located, here + (key,), f"data file {source!r} not found (looked in {file})"))
+            errors.append(_err(located, here + key, f"data file {source!r} not found (looked in {file})"))
             continue
         on_error, columns = (spec.on_error, spec.columns) if isinstance(spec, DataSpec) else ("fail", {})
         try:
             read_rows(file, use, on_error, columns=columns)
         except DataError as exc:
-            exc.field = ".".join(str(p) for p in here + (key,))
+            exc.field = ".".join(str(p) for p in here + key)
             errors.append(exc)
     return errors
 
@@ -169,10 +292,8 @@ def _check_gate(stage: StageSpec, here: tuple, earlier: list[str], located: Loca
     errors = []
     for metric, rule in stage.gate.require.items():
         for key in ("min_of", "max_of"):
-            ref = getattr(rule, key)
-            if ref is not None and ref not in earlier:
-                errors.append(_err(located, here + ("gate", "require", metric, key),
-                                   f"{ref!r} is not an earlier stage"))
+            errors += [_err(located, here + ("gate", "require", metric, key), f"{ref!r} is not an earlier stage")
+                       for ref in rule.references(key) if ref not in earlier]
     return errors
 
 
@@ -183,7 +304,7 @@ def _check_gate_metrics(cur: Curriculum, stage: StageSpec, here: tuple, earlier:
         return []
     errors = []
     for metric, rule in stage.gate.require.items():
-        refs = [stage] + [cur.stage(r) for r in (rule.min_of, rule.max_of) if r in earlier]
+        refs = [stage] + [cur.stage(r) for r in rule.references("min_of") + rule.references("max_of") if r in earlier]
         problem = next((p for p in (_unrecorded(s, metric) for s in refs) if p), None)
         if problem:
             errors.append(_err(located, here + ("gate", "require", metric), problem))

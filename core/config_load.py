@@ -142,8 +142,9 @@ def _absolutize_paths(cur: Curriculum, config_dir: Path) -> None:
     for stage in cur.stages:
         stage.data = fix(stage.data)
         if isinstance(stage.eval, EvalSpec):
-            stage.eval.data = fix(stage.eval.data)
+            stage.eval.data, stage.eval.prompts = fix(stage.eval.data), fix(stage.eval.prompts)
         stage.rewards = [absolute_function(name, REWARDS, config_dir) for name in stage.rewards]
         stage.tools = [absolute_function(name, TOOLS, config_dir) for name in stage.tools]
         if isinstance(stage.eval, EvalSpec):
             stage.eval.tools = [absolute_function(name, TOOLS, config_dir) for name in stage.eval.tools]
+            stage.eval.judge = stage.eval.judge and absolute_function(stage.eval.judge, REWARDS, config_dir)

@@ -45,6 +45,7 @@ class StageStatus(StrEnum):
     GATE_FAILED = "gate_failed"  # its rules failed an auto gate
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"          # not run: a stage it starts from did not pass (runs again on resume)
 
 
 class RunStatus(StrEnum):
@@ -272,6 +273,8 @@ def _stage_started(ev: EventLike) -> tuple[str, str]:
 def _stage_finished(ev: EventLike) -> tuple[str, str]:
     status = ev.data.get("status", "?")
     reason = f": {ev.data['reason']}" if ev.data.get("reason") else ""
+    if status == StageStatus.SKIPPED:
+        return f"skipped{reason}", "warn"
     severity = "good" if status in STAGE_OK else "warn" if status == StageStatus.STOPPED else "error"
     return f"finished {status}{reason}", severity
 

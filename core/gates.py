@@ -75,9 +75,9 @@ class Bound:
 def rule_bounds(rule: Rule, metric: str, metrics: dict[str, dict[str, float]]) -> list[Bound]:
     """Every bound `rule` sets on `metric`; relative ones read the reference stage's value from `metrics`."""
     bounds = [Bound(op, float(v), f"{op} {v:g}") for op, v in ((">=", rule.min), ("<=", rule.max)) if v is not None]
-    for op, ref, sign in ((">=", rule.min_of, +1), ("<=", rule.max_of, -1)):
-        if ref is not None:
-            bounds.append(_relative(op, ref, sign * (rule.gain - rule.tolerance), metrics.get(ref, {}).get(metric)))
+    for op, key, sign in ((">=", "min_of", +1), ("<=", "max_of", -1)):
+        bounds += [_relative(op, ref, sign * (rule.gain - rule.tolerance), metrics.get(ref, {}).get(metric))
+                   for ref in rule.references(key)]
     return bounds
 
 

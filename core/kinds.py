@@ -15,8 +15,11 @@ CHAT_ROWS: tuple = (("messages", "prompt"),)
 
 TRAINER_METRICS = ("loss", "grad_norm", "learning_rate", "entropy", "num_tokens", "mean_token_accuracy", "epoch",
                    "train_*", "train/tokens_per_s", "gpu/peak_memory_gb")
-EVAL_METRICS = ("eval/accuracy", "eval/perplexity", "eval/tool_calls")
+EVAL_METRICS = ("eval/accuracy", "eval/perplexity", "eval/tool_calls", "eval/distinct_n", "eval/length", "eval/entropy",
+                "eval/refusal_rate", "eval/win_rate")
 ON_POLICY_METRICS = ("on_policy/mean_reward", "on_policy/mixed_prompts", "on_policy/prompts")
+DISTILL_TRAINERS = {"jsd": "DistillationTrainer", "gkd": "trl.experimental.gkd.GKDTrainer",
+                    "sdpo": "trl.experimental.sdpo.SDPOTrainer"}  # a distill stage's trainer by method
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,13 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
               options=("rewards", "on_policy", "rollouts", "tools", "max_tool_calls", "chat_template_kwargs"),
               metrics=TRAINER_METRICS + ("reward", "reward_std", "kl", "completions/*", "rewards/*",
                                          "frac_reward_zero_std", "clip_ratio/*", "step_time", "tools/*")),
+    StageKind("distill", "train the parent against a teacher's next-token distributions (jsd, gkd), or against "
+              "itself shown feedback (sdpo)", rows=CHAT_ROWS, trainer="DistillationTrainer", adapter=True,
+              options=("distill", "rewards"),
+              metrics=TRAINER_METRICS + ("completions/*", "step_time", "tools/*", "self_distillation/*", "sdpo/*")),
+    StageKind("route", "expert stages' LoRA adapters behind a router that picks the expert for each input (MoLE)",
+              trainer="transformers.Trainer", adapter=True, options=("route",),
+              metrics=TRAINER_METRICS + ("routing/accuracy",), outputs=False),
     StageKind("merge", "fold the parent's adapter into its base weights", needs_parent=True),
     StageKind("eval", "evaluate the parent's output without training", always_evaluates=True, outputs=False),
 )}

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from core.checkpoints import CHECKPOINT, COMPLETE_MARKER, checkpoint_step, complete_checkpoints, verify_checkpoint
-from core.config import BASE, Rule
+from core.config import Rule
+from core.dag import BASE
 from core.events import HEADLINE_METRICS, RUN_LIVE, EventKind, StageStatus, describe
 from core.gates import rule_bounds
 from core.run_state import RunState, parent_deltas

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from core.checkpoints import checkpoint_step, resume_checkpoint
-from core.config import BASE, Curriculum, StageSpec
+from core.config import Curriculum, StageSpec
+from core.dag import BASE, Holds
 from core.events import (GATE_STOPPED, RULES, RUN_ENDING_STAGE, STAGE_OK, Decision, EventKind, RunStatus,
                          StageStatus, approves, gate_outcome)
 from core.gates import evaluate_gate, policy_decision
@@ -26,7 +27,7 @@ from core.run_lock import RunLock
 from core.runs import RunPaths
 from core.store import RunStore
 from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
-from core.worker_spec import WorkerSpec
+from core.worker_spec import ExpertInput, WorkerSpec
 
 EXIT_OOM = 75
 HEARTBEAT_S = 2.0
@@ -60,18 +61,15 @@ class Supervisor:
         self._reap_orphaned_worker()
         self.store.set_meta(status=RunStatus.RUNNING, supervisor_pid=os.getpid(), heartbeat=time.time())
         status = RunStatus.COMPLETED
+        holds = Holds()
         try:
             for stage in self.cur.stages:
-                before = self.store.stage(stage.name)["status"]
-                if before in STAGE_OK or (before in GATE_STOPPED and self._overridden(stage)):
-                    continue
-                if before == StageStatus.GATE_PENDING and stage.gate and self.paths.stage_final(stage.name).exists():
-                    outcome = self._gate(stage)  # trained before the supervisor died; only the gate is left
-                else:
-                    outcome = self.run_stage(stage)
-                if outcome not in STAGE_OK:
-                    status = RunStatus(outcome) if outcome in RUN_ENDING_STAGE else RunStatus.FAILED
+                outcome = self._advance(stage, holds)
+                if outcome == StageStatus.STOPPED:
+                    status = RunStatus.STOPPED
                     break
+                if outcome not in STAGE_OK | {StageStatus.SKIPPED} and status == RunStatus.COMPLETED:
+                    status = RunStatus(outcome) if outcome in RUN_ENDING_STAGE else RunStatus.FAILED
         except StopRequested:
             status = RunStatus.STOPPED
         except BaseException as exc:
@@ -85,6 +83,22 @@ class Supervisor:
             self.store.close()
             self.lock.release()
         return status
+
+    def _advance(self, stage: StageSpec, holds: Holds) -> str:
+        """Bring one stage as far as it goes: skipped while a stage it needs did not pass, else trained and
+        gated (or only gated, or left as it is when it passed before); other branches go on after a failure."""
+        before = self.store.stage(stage.name)["status"]
+        if before in STAGE_OK or (before in GATE_STOPPED and self._overridden(stage)):
+            return StageStatus.COMPLETED
+        if (why := holds.held(stage)) is not None:
+            return self._finish(stage, StageStatus.SKIPPED, f"held back: {why}", 0)
+        if before == StageStatus.GATE_PENDING and stage.gate and self.paths.stage_final(stage.name).exists():
+            outcome = self._gate(stage)  # trained before the supervisor died; only the gate is left
+        else:
+            outcome = self.run_stage(stage)
+        if outcome not in STAGE_OK:
+            holds.ended_badly(stage, outcome)
+        return outcome
 
     def run_stage(self, stage: StageSpec) -> str:
         """Train (retrying an OOM with half the batch), then evaluate the gate; returns the final status."""
@@ -184,10 +198,16 @@ class Supervisor:
 
     def _write_spec(self, stage: StageSpec, attempt: int, overrides: dict, resume: Path | None) -> Path:
         parent = self.paths.stage_final(stage.from_) if stage.from_ not in (None, BASE) else None
+        teacher = stage.distill.teacher if stage.distill else None  # a stage, base, or a model folder (absolute)
+        if teacher in [s.name for s in self.cur.stages]:
+            teacher = str(self.paths.stage_final(teacher).resolve())
         spec = WorkerSpec(
             run_dir=str(self.paths.root.resolve()), db=str(self.paths.db.resolve()), stage=stage,
             model=self.cur.model, sandbox=self.cur.sandbox, attempt=attempt,
             input_model=str(parent.resolve()) if parent else None,
+            teacher_model=None if teacher == BASE else teacher,
+            experts=[ExpertInput(name=e, path=str(self.paths.stage_final(e).resolve()), data=self.cur.stage(e).data)
+                     for e in (stage.route.experts if stage.route else [])],
             output_dir=str(self.paths.stage_dir(stage.name).resolve()),
             resume_from=str(resume) if resume else None, train_overrides=overrides)
         return spec.write(self.paths.stage_spec(stage.name))

@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.checkpoints import CHECKPOINT, complete_checkpoints
+from core.dag import BASE
 from core.errors import UserError
 from core.runs import RunPaths, find_run
 from core.store import RunStore
 
-BASE = "base"
 MAX_COMPARED = 6
 TRAINER_PICKLES = ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth")
 
@@ -86,6 +86,10 @@ def stage_target(paths: RunPaths, stage: str, step: int | None = None) -> Target
     if kind is None:
         names = ", ".join([BASE, *_stage_kinds(paths)])
         raise UserError(f"run {paths.id} has no stage {stage!r} (targets: {names})")
+    if kind == "route":
+        experts = next(s.get("route", {}).get("experts", []) for s in config.get("stages", []) if s["name"] == stage)
+        raise UserError(f"{stage!r} is a route stage: chat and compare take one model, so pick one of its experts "
+                        f"for now ({', '.join(f'{paths.id}:{e}' for e in experts)})")
     folder = _stage_folder(paths, stage, step)
     label = stage if step is None else f"{stage}@{step}"
     refuse_pickle_only(folder)

@@ -24,22 +24,37 @@ OWNED = {  # TRL field -> where the curriculum sets it
     "report_to": "the cockpit (the run store)", "logging_dir": "the cockpit (the run store)",
     "gradient_checkpointing": "model.gradient_checkpointing",
 }
-OWNED_BY_KIND = {"dpo": {"loss_type": "loss"}}
+OWNED_BY_KIND = {"dpo": {"loss_type": "loss"},
+                 "distill": {"beta": "distill.beta", "lmbda": "distill.lmbda", "seq_kd": "distill.seq_kd",
+                             "teacher_model_name_or_path": "distill.teacher",
+                             "max_new_tokens": "train.max_completion_length",
+                             "include_environment_feedback": "distill.feedback"}}
+
+
+def config_class(trainer: str) -> tuple[str, str]:
+    """The module and name of a trainer's config class: SFTTrainer -> (trl, SFTConfig),
+    trl.experimental.gkd.GKDTrainer -> (trl.experimental.gkd, GKDConfig), transformers.Trainer ->
+    (transformers, TrainingArguments)."""
+    module, _, name = trainer.rpartition(".")
+    return module or "trl", "TrainingArguments" if name == "Trainer" else name.removesuffix("Trainer") + "Config"
 
 
 def config_class_name(trainer: str) -> str:
-    """The TRL config class of a trainer: SFTTrainer -> SFTConfig."""
-    return trainer.removesuffix("Trainer") + "Config"
+    return config_class(trainer)[1]
 
 
 @lru_cache(maxsize=None)
 def config_fields(trainer: str) -> frozenset[str]:
-    """The field names of the trainer's TRL config class (imports trl: only when a `trl:` mapping is used)."""
+    """The field names of the trainer's config class (imports it only when a `trl:` mapping is used)."""
     import dataclasses
+    import importlib
+    import warnings
 
-    import trl
-
-    return frozenset(f.name for f in dataclasses.fields(getattr(trl, config_class_name(trainer))))
+    module, name = config_class(trainer)
+    with warnings.catch_warnings():  # trl.experimental warns that its APIs may change: `check` need not say so
+        warnings.simplefilter("ignore")
+        config = getattr(importlib.import_module(module), name)
+    return frozenset(f.name for f in dataclasses.fields(config))
 
 
 def setting_problem(kind: str, trainer: str | None, key: str) -> str | None:

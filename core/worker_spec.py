@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, ValidationError
 
-from core.config import ModelSpec, StageSpec, Strict, TrainSpec
+from core.config import DataSpec, ModelSpec, StageSpec, Strict, TrainSpec
 from core.errors import SpecError
+
+
+class ExpertInput(Strict):
+    """One expert of a route stage: its stage name, its final adapter folder, and its training data."""
+
+    name: str
+    path: str
+    data: Union[str, DataSpec]
 
 
 class WorkerSpec(Strict):
@@ -22,6 +30,9 @@ class WorkerSpec(Strict):
     sandbox: Literal["strict", "weak"] = Field("strict", description="the curriculum's sandbox setting, for code rewards")
     attempt: int = 1
     input_model: Optional[str] = Field(None, description="the parent stage's final folder; None = model.base")
+    teacher_model: Optional[str] = Field(None, description="a distill stage's teacher folder (a stage's final "
+                                         "folder or a local model folder); None = model.base")
+    experts: list[ExpertInput] = Field(default_factory=list, description="a route stage's experts")
     resume_from: Optional[str] = Field(None, description="a checkpoint folder to resume the trainer from")
     train_overrides: dict[str, Any] = Field(default_factory=dict)
 

@@ -8,6 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from core.config_load import load_curriculum
+from core.dag import Holds, tree_rows
 from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,5 +56,69 @@ def test_a_stage_after_an_eval_stage_starts_from_what_that_one_evaluated(tmp_pat
                     "  - {name: check, kind: eval}\n  - {name: s, kind: sft, data: 'builtin:arithmetic-chat'}\n")
     assert [s.from_ for s in load_curriculum(path).stages] == [None, None, "p", "p"]
     path.write_text(path.read_text().replace("kind: sft,", "kind: sft, from: check,"))
-    with pytest.raises(ConfigError, match="'check' only evaluates: it writes no model to start from"):
+    with pytest.raises(ConfigError, match="'check' writes no model to start from \\(it only evaluates or routes\\)"):
         load_curriculum(path)
+
+
+TREE = """
+name: tree
+defaults:
+  train: {steps: 2, batch_size: 4, max_length: 48, logging_steps: 1}
+  eval: {max_samples: 4, metrics: [accuracy]}
+stages:
+  - {name: text, kind: pretrain, data: "builtin:arithmetic-text", lora: false, eval: false}
+  - {name: strict, kind: sft, data: "builtin:arithmetic-chat", gate: {require: {eval/accuracy: {min: 0.99}}}}
+  - {name: polish, kind: sft, from: strict, data: "builtin:arithmetic-chat", eval: false}
+  - {name: loose, kind: sft, from: text, data: "builtin:arithmetic-chat", eval: false}
+"""
+
+
+def test_a_failed_branch_holds_back_only_what_starts_from_it(tmp_path):
+    """strict's gate cannot pass after two steps: polish (built on it) is skipped, loose (a sibling) trains,
+    and the run's exit code still says a gate failed."""
+    config = tmp_path / "tree.yaml"
+    config.write_text(TREE)
+    runs = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
+    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
+    shown = subprocess.run([sys.executable, "-m", "cli.main", "show", run.name, "--json", "--runs-dir", str(runs)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    summary = json.loads(shown.stdout)
+    stages = {s["name"]: s for s in summary["stages"]}
+    assert summary["status"] == "gate_failed"
+    assert {n: s["status"] for n, s in stages.items()} == {
+        "text": "completed", "strict": "gate_failed", "polish": "skipped", "loose": "completed"}
+    assert stages["polish"]["reason"] == "held back: strict gate failed"
+    assert (run / "stages" / "loose" / "final").exists() and not (run / "stages" / "polish" / "final").exists()
+    table = subprocess.run([sys.executable, "-m", "cli.main", "show", run.name, "--runs-dir", str(runs)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    for drawn in ("│ text     │", "│ ├╴strict │", "│ │ polish │", "│ └╴loose  │"):  # polish hangs under strict
+        assert drawn in table, table
+
+
+def _drawn(stages):
+    return [row.prefix + stages[row.index][0] for row in tree_rows(stages)]
+
+
+def test_a_tree_is_drawn_flat_until_it_branches():
+    assert _drawn([("a", None, True), ("b", "a", True), ("final", "b", False)]) == ["a", "b", "final"]
+    assert _drawn([("text", None, True), ("chat", "base", True)]) == ["├╴text", "└╴chat"]
+    experts = [("pre", None, True), ("add", "pre", True), ("add2", "add", True), ("mul", "pre", True),
+               ("check", "pre", False), ("sub", "pre", True), ("x", "sub", True)]
+    assert _drawn(experts) == ["pre", "├╴add", "│ add2", "├╴mul", "├╴check", "└╴sub", "  x"]
+    # an evaluation read from a stage in a straight line is drawn before the line goes on
+    assert _drawn([("t", None, True), ("d", "t", True), ("e", "t", False)]) == ["t", "e", "d"]
+
+
+def test_an_eval_stage_that_fails_holds_back_what_starts_from_the_stage_it_read(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text("name: h\nstages:\n  - {name: p, kind: pretrain, data: 'builtin:arithmetic-text'}\n"
+                    "  - {name: check, kind: eval}\n  - {name: s, kind: sft, data: 'builtin:arithmetic-chat'}\n"
+                    "  - {name: side, kind: sft, from: base, data: 'builtin:arithmetic-chat'}\n")
+    p, check, s, side = load_curriculum(path).stages
+    holds = Holds()
+    assert holds.held(check) is None
+    holds.ended_badly(check, "gate_failed")
+    assert holds.held(s) == "check gate failed" and holds.held(side) is None

@@ -22,7 +22,7 @@ def _ev(kind, stage="sft", step=None, name=None, value=None, **data):
 
 def test_constants_are_the_strings_stores_hold():
     assert {s.value for s in StageStatus} == {"waiting", "running", "gate_pending", "passed", "completed", "failed",
-                                              "rejected", "gate_failed", "stopped", "interrupted"}
+                                              "rejected", "gate_failed", "stopped", "interrupted", "skipped"}
     assert RunStatus.REJECTED == "rejected" and EventKind.CHAT_TURN == "chat_turn" and Decision.APPROVE == "approve"
     assert "rejected" in RUN_TERMINAL and "running" not in RUN_TERMINAL and "created" not in RUN_TERMINAL
 

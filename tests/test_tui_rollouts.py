@@ -78,10 +78,10 @@ def _view(idx, name, kind, status):
 
 def test_the_pane_opens_on_the_cursor_stage_or_the_running_rl_stage():
     stages = [_view(0, "sft", "sft", "passed"), _view(1, "grpo", "grpo", "running"), _view(2, "m", "merge", "waiting")]
-    assert pick_stage(stages, 1) == "grpo"
-    assert pick_stage(stages, 0) == "grpo"  # the RL stage training now is what one wants to read
-    assert pick_stage([_view(0, "sft", "sft", "passed"), _view(1, "grpo", "grpo", "waiting")], 0) == "sft"
-    assert pick_stage([], 0) is None
+    assert pick_stage(stages, "grpo") == "grpo"
+    assert pick_stage(stages, "sft") == "grpo"  # the RL stage training now is what one wants to read
+    assert pick_stage([_view(0, "sft", "sft", "passed"), _view(1, "grpo", "grpo", "waiting")], "sft") == "sft"
+    assert pick_stage([], None) is None
 
 
 def test_empty_states_say_why():

@@ -262,7 +262,8 @@ class ChatScreen(Screen):
 def target_for_stage(run: RunPaths, stage: str | None) -> Target:
     """A run's stage output, or the run's base when no stage is chosen or it has no output yet."""
     from core.errors import UserError
-    from core.targets import BASE, stage_target
+    from core.dag import BASE
+    from core.targets import stage_target
 
     try:
         return stage_target(run, stage or BASE)

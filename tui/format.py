@@ -14,6 +14,7 @@ STATUS_LOOK = {  # stage or run status -> (glyph, words, style)
     StageStatus.REJECTED: ("⊘", "rejected", "bold $error"),
     StageStatus.STOPPED: ("■", "stopped", "$warning"),
     StageStatus.INTERRUPTED: ("!", "interrupted", "$warning"),
+    StageStatus.SKIPPED: ("↷", "skipped", "$warning"),
     RunStatus.CREATED: ("·", "created", "dim"),
 }
 SEVERITY_STYLE = {"info": "", "good": "$success", "warn": "$warning", "error": "bold $error"}

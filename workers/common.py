@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from core.errors import SpecError, UserError
@@ -179,11 +180,11 @@ def save_final(stage: Stage, model, tokenizer, step: int, base: str | None) -> P
     kind = "adapter" if (tmp / "adapter_config.json").is_file() else "full"
     meta = {"type": kind, "base": base if kind == "adapter" else None, "stage": stage.name, "step": step}
     (tmp / "cockpit.json").write_text(json.dumps(meta, indent=1))
-    _replace_dir(tmp, final)
+    replace_dir(tmp, final)
     return final
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     if target.exists():
         old = target.with_name(f".{target.name}.old.{os.getpid()}")
         os.rename(target, old)
@@ -200,11 +201,22 @@ def record_eval(stage: Stage, model, tokenizer, step: int) -> dict:
         return {}
     from workers.heldout import evaluate
 
-    results = evaluate(model, tokenizer, spec, stage.kind)
+    results = evaluate(model, tokenizer, spec, stage.kind, starting=lambda: starting_model(stage, model))
     for name, (value, data) in results.items():
         stage.emit(EventKind.EVAL_RESULT, step=step, name=name, value=value, **data)
         stage.log(f"{name} = {value:.4f} on {data['samples']} samples ({data['format']} format)")
     return results
+
+
+@contextmanager
+def starting_model(stage: Stage, model):
+    """The model a training stage started from: its adapter switched off, else its input loaded beside it."""
+    if hasattr(model, "disable_adapter") and getattr(model, "peft_config", None):
+        with model.disable_adapter():
+            yield model
+        return
+    before = load_full(resolve_source(stage.spec), stage.spec.model.trust_remote_code, {"dtype": model.dtype})
+    yield before.to(model.device).eval()
 
 
 def device_name() -> str:

@@ -1,11 +1,13 @@
-"""Held-out evaluation: eval/accuracy (greedy generation, exact match) and eval/perplexity."""
+"""Held-out evaluation: eval/accuracy (greedy generation, exact match), eval/perplexity, and the behaviour metrics
+of workers/behaviour_eval.py."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 from core.config import EvalSpec
-from core.kinds import EVAL_ROWS, KINDS
+from core.kinds import CHAT_ROWS, EVAL_ROWS, KINDS
+from workers.behaviour_eval import behaviour, win_rate
 from workers.data import load_rows
 from workers.generation import generate
 from workers.rewards import answers_match
@@ -39,14 +41,14 @@ def _chat_item(row: dict, tokenizer) -> Item:
     if messages[-1]["role"] == "assistant":
         reference, messages = messages[-1]["content"] + tokenizer.eos_token, messages[:-1]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return Item(prompt, reference, str(row["answer"]))
+    return Item(prompt, reference, str(row.get("answer", "")))
 
 
 def _text_item(row: dict, tokenizer) -> Item:
     prompt = row["prompt"] if isinstance(row.get("prompt"), str) else _last_user(row)
     text = row.get("text")
     reference = text[len(prompt):] if text and text.startswith(prompt) else None
-    return Item(prompt, reference, str(row["answer"]))
+    return Item(prompt, reference, str(row.get("answer", "")))
 
 
 def _last_user(row: dict) -> str:
@@ -108,8 +110,9 @@ def _summed_nll(logits, labels) -> tuple[float, int]:
     return float(nll), int((targets != -100).sum())
 
 
-def evaluate(model, tokenizer, spec: EvalSpec, kind: str) -> dict:
-    """Run the stage's EvalSpec; returns {"eval/<metric>": (value, data)}."""
+def evaluate(model, tokenizer, spec: EvalSpec, kind: str, starting=None) -> dict:
+    """Run the stage's EvalSpec; returns {"eval/<metric>": (value, data)}. `starting()`: a context manager giving
+    the model the stage started from (for win_rate)."""
     rows = load_rows(spec.data, EVAL_ROWS, cap=spec.max_samples)
     fmt = resolve_format(spec.format, kind, tokenizer)
     items = make_items(rows, fmt, tokenizer)
@@ -126,6 +129,10 @@ def evaluate(model, tokenizer, spec: EvalSpec, kind: str) -> dict:
             ppl = perplexity(model, tokenizer, items, spec.batch_size)
             if ppl is not None:
                 results["eval/perplexity"] = (ppl, {"samples": len(items), "format": fmt})
+        spoken = make_items(load_rows(spec.prompts, CHAT_ROWS, cap=spec.max_samples), fmt, tokenizer) \
+            if spec.prompts else items
+        results.update(behaviour(model, tokenizer, spec, [i.prompt for i in spoken], fmt))
+        results.update(win_rate(model, starting, tokenizer, spec, rows, [i.prompt for i in items], fmt))
     finally:
         model.train(was_training)
     return results

@@ -30,8 +30,16 @@ class Loaded:
 
 def resolve_source(spec: WorkerSpec) -> str:
     """The input model: the `from` stage's final folder, else model.base (builtin materialised)."""
-    if spec.input_model:
-        return spec.input_model
+    return spec.input_model or base_source(spec)
+
+
+def teacher_source(spec: WorkerSpec) -> str:
+    """A distill stage's teacher: its stage's final folder or a model folder, else model.base."""
+    return spec.teacher_model or base_source(spec)
+
+
+def base_source(spec: WorkerSpec) -> str:
+    """model.base as a loadable folder or hub id (a builtin is materialised in the run directory)."""
     base = spec.model.base
     if base in BUILTIN_MODELS:
         return str(builtin.materialise(spec.run_dir, base))
@@ -77,7 +85,8 @@ def load_full(path: str, trust_remote_code: bool = False, options: dict | None =
 
         unquantized = {k: v for k, v in options.items() if k != "quantization_config"}  # merge needs real weights
         base = load_full(adapter_base(path), trust_remote_code, unquantized)
-        return PeftModel.from_pretrained(base, path).merge_and_unload()
+        merged = PeftModel.from_pretrained(base, path).merge_and_unload()
+        return merged.requires_grad_(True)  # peft froze the base weights; merged, they train like any model's
     try:
         return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
                                                     use_safetensors=True, **options)

@@ -36,8 +36,9 @@ def preload(kind: str) -> None:
     """Import what the worker of `kind` needs (trl imports its trainers lazily: touch the one it uses)."""
     for name in HEAVY_MODULES:
         importlib.import_module(name)
-    if KINDS[kind].trainer:
-        getattr(sys.modules["trl"], KINDS[kind].trainer)
+    if KINDS[kind].trainer:  # a TRL trainer's name, or module.Class
+        module, _, name = KINDS[kind].trainer.rpartition(".")
+        getattr(sys.modules[module or "trl"], name)
     importlib.import_module(KINDS[kind].worker)
 
 

@@ -126,11 +126,12 @@ def _keeps(spec: dict) -> tuple[int | None, int]:
     return (int(every) if every else None), int(keep.get("samples", 4) or 0)
 
 
-def pick_stage(stages, cursor: int) -> str | None:
-    """The stage under the cursor; on a stage that stores no rollouts, the running RL stage if there is one."""
+def pick_stage(stages, name: str | None) -> str | None:
+    """The stage under the cursor (`name`); on a stage that stores no rollouts, the running RL stage if there is
+    one."""
     if not stages:
         return None
-    chosen = stages[min(max(cursor, 0), len(stages) - 1)]
+    chosen = next((s for s in stages if s.name == name), stages[-1])
     if chosen.kind in RL_KINDS:
         return chosen.name
     running = [s.name for s in stages if s.kind in RL_KINDS and s.status in STAGE_ACTIVE]

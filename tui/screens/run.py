@@ -281,8 +281,7 @@ class RunScreen(Screen):
     def action_chat(self) -> None:
         from tui.chat_screen import ChatScreen
         panel = self.query_one(CurriculumPanel)
-        stages = panel.snapshot.stages if panel.snapshot else []
-        self.app.push_screen(ChatScreen(run=self.paths, stage=stages[panel.cursor].name if stages else None))
+        self.app.push_screen(ChatScreen(run=self.paths, stage=panel.chosen if panel.rows else None))
 
     def action_compare(self) -> None:
         from tui.compare_screen import CompareScreen
@@ -292,7 +291,7 @@ class RunScreen(Screen):
         from tui.screens.rollouts import RolloutsScreen, pick_stage
         panel = self.query_one(CurriculumPanel)
         stages = panel.snapshot.stages if panel.snapshot else []
-        self.app.push_screen(RolloutsScreen(self.paths, pick_stage(stages, panel.cursor)))
+        self.app.push_screen(RolloutsScreen(self.paths, pick_stage(stages, panel.chosen if panel.rows else None)))
 
     def action_filter_log(self) -> None:
         box = self.query_one("#log-filter", Input)

@@ -1,4 +1,4 @@
-"""The curriculum: every stage in order, with its kind, origin, status, progress and gate."""
+"""The curriculum: every stage as a tree (branches indented), with its kind, origin, status, progress and gate."""
 from __future__ import annotations
 
 from rich.markup import escape
@@ -7,7 +7,9 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from core.dag import TreeRow, tree_rows
 from core.events import STAGE_ENDED_BADLY, STAGE_OK, StageStatus
+from core.kinds import KINDS
 from core.run_state import StageView
 from core.status import verdict
 from tui.format import bar, duration, status_look
@@ -17,7 +19,8 @@ VERDICT_LOOK = {"better": "$success", "worse": "$error", "same": ""}
 
 
 class CurriculumPanel(Widget, can_focus=True):
-    """One line per stage; a cursor (j/k, arrows) picks the stage whose log is shown."""
+    """One line per stage, drawn as a tree; a cursor (j/k, arrows) moves down the lines and picks the stage whose
+    log is shown."""
 
     BINDINGS = [
         Binding("up,k", "move(-1)", "Up", show=False),
@@ -36,6 +39,7 @@ class CurriculumPanel(Widget, can_focus=True):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.snapshot: RunSnapshot | None = None
+        self.rows: list[TreeRow] = []  # the stages in drawing order; the cursor indexes these
         self._placed = False
 
     def show(self, snapshot: RunSnapshot) -> None:
@@ -43,9 +47,12 @@ class CurriculumPanel(Widget, can_focus=True):
             return
         grew = self.snapshot is None or len(snapshot.stages) != len(self.snapshot.stages)
         self.snapshot = snapshot
+        if grew:
+            self.rows = tree_rows((s.name, s.from_stage, KINDS[s.kind].outputs) for s in snapshot.stages)
         if not self._placed and snapshot.stages:
             active = snapshot.running_stage or snapshot.stages[-1]
-            self.set_reactive(CurriculumPanel.cursor, active.idx if active else 0)
+            at = next(i for i, row in enumerate(self.rows) if row.index == snapshot.stages.index(active))
+            self.set_reactive(CurriculumPanel.cursor, at)
             self._placed = True
         self.refresh(layout=grew)  # a relayout only when the number of rows changes
 
@@ -62,16 +69,17 @@ class CurriculumPanel(Widget, can_focus=True):
         lines = [head]
         decision = snap.gate.decision_sent if snap.gate else None
         steps_w = max((len(_steps_done(s)) for s in snap.stages if s.status in STAGE_OK), default=0)
-        for i, stage in enumerate(snap.stages):
-            lines.append(self._line(stage, i == self.cursor and self.has_focus, i == self.cursor, wide, decision,
-                                    steps_w))
+        for i, row in enumerate(self.rows):
+            lines.append(self._line(snap.stages[row.index], row.prefix, i == self.cursor and self.has_focus,
+                                    i == self.cursor, wide, decision, steps_w))
         return "\n".join(lines)
 
-    def _line(self, stage: StageView, focused: bool, current: bool, wide: bool, decision: str | None,
+    def _line(self, stage: StageView, prefix: str, focused: bool, current: bool, wide: bool, decision: str | None,
               steps_w: int) -> str:
         glyph, words, style = status_look(stage.status)
         pointer = "[reverse]›[/]" if focused else ("›" if current else " ")
-        name = escape(stage.name[:10]).ljust(10)
+        prefix = prefix[-8:]  # deep trees keep their last levels
+        name = (f"[dim]{prefix}[/]" if prefix else "") + escape(stage.name[:10 - len(prefix)]).ljust(10 - len(prefix))
         status = f"[{style}]{glyph} {words:<12}[/]" if style else f"{glyph} {words:<12}"
         room = self.size.width - (48 if wide else 29)
         progress = _finished_text(stage, room, steps_w) if stage.status in STAGE_OK else \
@@ -93,12 +101,17 @@ class CurriculumPanel(Widget, can_focus=True):
     def action_move(self, delta: int) -> None:
         if not self.snapshot or not self.snapshot.stages:
             return
-        self.cursor = (self.cursor + delta) % len(self.snapshot.stages)
-        self.post_message(self.StageChosen(self.snapshot.stages[self.cursor].name, pressed=False))
+        self.cursor = (self.cursor + delta) % len(self.rows)
+        self.post_message(self.StageChosen(self.chosen, pressed=False))
 
     def action_choose(self) -> None:
         if self.snapshot and self.snapshot.stages:
-            self.post_message(self.StageChosen(self.snapshot.stages[self.cursor].name, pressed=True))
+            self.post_message(self.StageChosen(self.chosen, pressed=True))
+
+    @property
+    def chosen(self) -> str:
+        """The name of the stage under the cursor."""
+        return self.snapshot.stages[self.rows[self.cursor].index].name
 
 
 def _progress_text(stage: StageView, decision: str | None, room: int) -> str:
@@ -118,6 +131,8 @@ def _progress_text(stage: StageView, decision: str | None, room: int) -> str:
         if stage.approval == "manual":
             return "[bold $warning]awaiting your approval — press g[/]"
         return "checking gate…"
+    if stage.status == StageStatus.SKIPPED:
+        return f"[dim]{escape((stage.reason or '')[:max(room, 0)])}[/]"
     if stage.status in STAGE_ENDED_BADLY:
         return f"[$error]{escape((stage.reason or '')[:max(room, 0)])}[/]"
     return (f"[dim]{total} steps[/]" if total else "") + gate
