@@ -148,10 +148,19 @@ def _kind_options(stage: StageSpec) -> str:
 
 def _train_text(stage: StageSpec) -> str:
     if not KINDS[stage.kind].trains:
-        return "-"
+        return "-" + _launch_text(stage)
     t, lora = stage.train, stage.lora
     adapter = f"lora r{lora.r}" + (" dora" if lora.use_dora else "") if lora else "full"
-    return f"{t.steps}×{t.batch_size * t.grad_accum} lr {t.lr:g}\n[dim]{adapter}[/]"
+    return f"{t.steps}×{t.batch_size * t.grad_accum} lr {t.lr:g}\n[dim]{adapter}[/]" + _launch_text(stage)
+
+
+def _launch_text(stage: StageSpec) -> str:
+    """Where a Slurm stage runs: '\nslurm gpu 1×8 GPU' (nothing for a local one)."""
+    if stage.launch is None or stage.launch.via != "slurm":
+        return ""
+    s = stage.launch.slurm
+    where = "local job" if s.cluster == "local" else f"slurm {s.partition or ''}".rstrip()
+    return f"\n[dim]{where} {s.nodes}×{s.gpus_per_node} GPU[/]"
 
 
 def _gate_plan(stage: StageSpec) -> str:

@@ -244,6 +244,34 @@ class GateSpec(Strict):
     approval: Literal["auto", "manual"] = "auto"
 
 
+class SlurmSpec(Strict):
+    """Where and how a stage's Slurm job runs (submitit's sbatch options)."""
+
+    cluster: Literal["slurm", "local"] = Field(
+        "slurm", description="slurm: sbatch on this cluster; local: the same submitit path run as a job on this "
+        "machine (try a curriculum's Slurm path without a cluster)")
+    partition: Optional[str] = None
+    nodes: int = Field(1, gt=0, description="nodes; several run torchrun across them")
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: Optional[int] = Field(None, gt=0)
+    mem_gb: Optional[int] = Field(None, gt=0)
+    time: int = Field(60, gt=0, description="wall-clock limit in minutes")
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="more #SBATCH options, e.g. {constraint: h100}")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the worker (module load, "
+                             "source .venv/bin/activate)")
+    requeues: int = Field(2, ge=0, description="times a preempted or killed job is submitted again, resuming from "
+                          "the stage's last complete checkpoint")
+
+
+class LaunchSpec(Strict):
+    """How a stage's worker starts: a local subprocess (torchrun for train.nproc > 1), or a Slurm job."""
+
+    via: Literal["local", "slurm"] = "local"
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+
+
 class Defaults(Strict):
     """Settings every stage inherits unless it sets its own."""
 
@@ -251,6 +279,7 @@ class Defaults(Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     eval: Optional[EvalSpec] = None
     trl: dict[str, Any] = Field(default_factory=dict, description="TRL config fields every training stage gets")
+    launch: LaunchSpec = Field(default_factory=LaunchSpec, description="how every stage starts unless it says")
 
 
 class StageSpec(Strict):
@@ -280,6 +309,7 @@ class StageSpec(Strict):
     route: Optional[RouteSpec] = Field(None, description="route: the expert stages and the router")
     trl: dict[str, Any] = Field(default_factory=dict, description="fields of the stage's TRL config class "
                                 "(SFTConfig, DPOConfig, GRPOConfig), e.g. {packing: true}; over defaults.trl")
+    launch: Optional[LaunchSpec] = Field(None, description="how this stage starts (default: defaults.launch)")
     gate: Optional[GateSpec] = None
 
     def evaluation(self) -> "EvalSpec | None":

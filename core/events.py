@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     RUN_FINISHED = "run_finished"
     CHAT_TURN = "chat_turn"                # stage: the chatted checkpoint's stage, if any
     ROLLOUT = "rollout"                    # step: one sampled completion of an RL stage and its rewards
+    JOB_STATE = "job_state"                # a stage's Slurm job changed state (queued, running, ended)
 
 
 class StageStatus(StrEnum):
@@ -204,6 +205,12 @@ class StalledData(TypedDict):
     seconds: int
 
 
+class JobStateData(TypedDict):
+    job: str         # "slurm job 1234 (partition gpu)"
+    state: str       # the scheduler's word: PENDING, RUNNING, PREEMPTED, ...
+    waited_s: float  # since submission
+
+
 class RunFinishedData(TypedDict):
     status: str          # a RunStatus
 
@@ -245,7 +252,7 @@ PAYLOADS: dict[EventKind, type] = {
     EventKind.GATE_DECIDED: GateDecidedData, EventKind.STAGE_FINISHED: StageFinishedData,
     EventKind.HARDWARE: HardwareData, EventKind.OOM_RETRY: OomRetryData, EventKind.RESUMED: ResumedData,
     EventKind.STALLED: StalledData, EventKind.RUN_FINISHED: RunFinishedData, EventKind.CHAT_TURN: ChatTurnData,
-    EventKind.ROLLOUT: RolloutData,
+    EventKind.ROLLOUT: RolloutData, EventKind.JOB_STATE: JobStateData,
 }
 
 
@@ -326,6 +333,15 @@ def _run_finished(ev: EventLike) -> tuple[str, str]:
     return f"run finished: {status}", "good" if status == RunStatus.COMPLETED else "error"
 
 
+def _job_state(ev: EventLike) -> tuple[str, str]:
+    d = ev.data
+    if d.get("state") == "PENDING":
+        return f"queued on {d.get('job')}", "info"
+    if d.get("state") == "RUNNING":
+        return f"running on {d.get('job')} after {d.get('waited_s', 0):.0f} s queued", "info"
+    return f"{d.get('job')}: {d.get('state')}", "warn"
+
+
 def _log(ev: EventLike) -> tuple[str, str]:
     level = str(ev.data.get("level", "")).lower()
     if level not in ("warning", "warn", "error", "critical"):
@@ -338,5 +354,5 @@ _DESCRIBE = {
     EventKind.CHECKPOINT_SAVED: _checkpoint_saved, EventKind.CHECKPOINT_SKIPPED: _checkpoint_skipped,
     EventKind.EVAL_RESULT: _eval_result, EventKind.GATE_PENDING: _gate_pending, EventKind.GATE_DECIDED: _gate_decided,
     EventKind.OOM_RETRY: _oom_retry, EventKind.RESUMED: _resumed, EventKind.STALLED: _stalled,
-    EventKind.RUN_FINISHED: _run_finished, EventKind.LOG: _log,
+    EventKind.RUN_FINISHED: _run_finished, EventKind.LOG: _log, EventKind.JOB_STATE: _job_state,
 }

@@ -27,6 +27,7 @@ from core.run_lock import RunLock
 from core.runs import RunPaths
 from core.store import RunStore
 from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
+from core.slurm_job import EXIT_REQUEUE, SlurmWorker
 from core.worker_spec import ExpertInput, WorkerSpec
 
 EXIT_OOM = 75
@@ -103,7 +104,7 @@ class Supervisor:
     def run_stage(self, stage: StageSpec) -> str:
         """Train (retrying an OOM with half the batch), then evaluate the gate; returns the final status."""
         overrides: dict = {}
-        retries = 0
+        retries = requeues = 0
         resume = self._resume_point(stage)
         while True:
             code, reason = self._run_worker(stage, overrides, resume)
@@ -111,6 +112,13 @@ class Supervisor:
                 return self._finish_trained_stage(stage)
             if self._stop:
                 return self._finish(stage, StageStatus.STOPPED, "stopped by operator", code)
+            if code == EXIT_REQUEUE and requeues < stage.launch.slurm.requeues:
+                requeues += 1
+                self.store.append(EventKind.LOG, stage=stage.name, now=True, level="warning",
+                                  message=f"{reason}; submitting it again "
+                                  f"({requeues}/{stage.launch.slurm.requeues})")
+                resume = self._resume_point(stage)
+                continue
             if code != EXIT_OOM or retries >= self.cur.max_oom_retries or not self._can_halve(stage, overrides):
                 if code == EXIT_OOM:
                     reason = f"out of memory after {retries} retries; {reason}"
@@ -137,14 +145,23 @@ class Supervisor:
         failure.unlink(missing_ok=True)  # an earlier attempt's
         proc = self._take_warm(stage, spec_path, log)
         how = "warm" if proc else "cold"
-        proc = proc or WorkerProcess.start(stage.kind, spec_path, log, stage.train.nproc,
-                                           pinned_threads(stage.train.threads, stage.train.nproc))
+        proc = proc or self._start(stage, spec_path, log)
         self.store.set_meta(worker_pgid=proc.pid)
         self.store.append(EventKind.LOG, stage=stage.name, now=True, level="info",
-                          message=f"worker started (pid {proc.pid}, attempt {attempt}, {how} start)")
+                          message=f"worker started ({proc.describe()}, attempt {attempt}, {how} start)")
         self._prestart_next(stage, cold=how == "cold")
         code = self._watch(stage, proc)
+        if code == EXIT_REQUEUE and isinstance(proc, SlurmWorker):
+            return code, f"{proc.describe()} ended {proc.end_state}"
         return code, exit_reason(code, log, failure)
+
+    def _start(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | SlurmWorker:
+        """The launch step: a local subprocess (torchrun for train.nproc > 1) or a Slurm job."""
+        threads = pinned_threads(stage.train.threads, stage.train.nproc)
+        if stage.launch.via == "slurm":
+            return SlurmWorker.submit(stage.kind, spec, log, stage.train.nproc, threads, stage.launch.slurm,
+                                      stage.name)
+        return WorkerProcess.start(stage.kind, spec, log, stage.train.nproc, threads)
 
     # -- prestarted interpreters ----------------------------------------------------------------
     def _take_warm(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | None:
@@ -168,7 +185,8 @@ class Supervisor:
             self._drop_warm()
         threads = pinned_threads(stage.train.threads, stage.train.nproc) * stage.train.nproc
         idle_cpu = cold or self.hardware.has_gpu or threads < len(os.sched_getaffinity(0))
-        if self._warm is None and nxt is not None and nxt.train.nproc == 1 and idle_cpu and prestart_enabled():
+        local = nxt is not None and nxt.launch.via == "local" and nxt.train.nproc == 1
+        if self._warm is None and local and idle_cpu and prestart_enabled():
             self._warm = WarmWorker.start(nxt.name, nxt.kind, self.paths.stage_dir(nxt.name) / "prestart.log")
 
     def _drop_warm(self) -> None:
@@ -177,10 +195,13 @@ class Supervisor:
             self._warm.terminate()
             self._warm = None
 
-    def _watch(self, stage: StageSpec, proc: WorkerProcess) -> int:
+    def _watch(self, stage: StageSpec, proc: WorkerProcess | SlurmWorker) -> int:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""
         last_step, last_progress, stalled = None, time.monotonic(), False
+        job_state = None
         while (code := proc.wait(POLL_S)) is None:
+            if isinstance(proc, SlurmWorker):
+                job_state = self._follow_job(stage, proc, job_state)
             self.store.append(EventKind.HARDWARE, stage=stage.name, **self.hardware.sample(proc.pid))
             self._heartbeat()
             if self._stop_requested():
@@ -195,6 +216,14 @@ class Supervisor:
                                   seconds=round(time.monotonic() - last_progress))
         self.store.flush()
         return code
+
+    def _follow_job(self, stage: StageSpec, job: SlurmWorker, seen: str | None) -> str:
+        """Record a Slurm job's state when it changes (queued, running, ...) with the time since submission."""
+        state = job.state.split()[0]
+        if state != seen:
+            self.store.append(EventKind.JOB_STATE, stage=stage.name, now=True, job=job.describe(), state=state,
+                              waited_s=round(time.time() - job.submitted, 1))
+        return state
 
     def _write_spec(self, stage: StageSpec, attempt: int, overrides: dict, resume: Path | None) -> Path:
         parent = self.paths.stage_final(stage.from_) if stage.from_ not in (None, BASE) else None

@@ -47,6 +47,9 @@ class WorkerProcess:
                                      env=worker_env(threads))
         return cls(popen)
 
+    def describe(self) -> str:
+        return f"pid {self.pid}"
+
     def wait(self, timeout: float) -> int | None:
         """The exit code, or None if still running after `timeout` seconds."""
         try:

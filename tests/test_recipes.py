@@ -27,6 +27,10 @@ TWINS = {
     "qwen3-tool-grpo.yaml": ["model.base=builtin:tiny-qwen3-tools", "defaults.train.max_length=768",
                              "defaults.train.precision=fp32", "defaults.eval.max_new_tokens=24",
                              *_small(["tool-sft", "grpo-math", "grpo-code"], ["grpo-math", "grpo-code"])],
+    "qwen3-tool-grpo-slurm.yaml": ["model.base=builtin:tiny-qwen3-tools", "defaults.train.max_length=768",
+                                   "defaults.train.precision=fp32", "defaults.eval.max_new_tokens=24",
+                                   "defaults.launch.slurm.cluster=local",  # every stage a job through submitit
+                                   *_small(["tool-sft", "grpo-math", "grpo-code"], ["grpo-math", "grpo-code"])],
     "mole.yaml": ["model.base=builtin:tiny-qwen3", "defaults.train.precision=fp32", "defaults.eval.max_new_tokens=24",
                   *_small(["math", "convert"], []), "stages.routed.train.steps=30"],  # the gate's 0.9 routing holds
     "continual-distill.yaml": ["model.base=builtin:tiny-qwen3", "defaults.train.precision=fp32",
