@@ -55,6 +55,16 @@ class WorkerRun:
         return self.root / "stages" / name / "final"
 
 
+def run_batch(config: Path, expect: int = 0, timeout: int = 300) -> Path:
+    """`cockpit run CONFIG --batch` into `<config's folder>/runs`; asserts the exit code, returns the run's folder."""
+    runs = config.parent / "runs"
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == expect, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
+    return run
+
+
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests need a CUDA device: skipped (not failed) on a machine without one."""
     import torch

@@ -1,9 +1,6 @@
 """Behaviour evals (collapse and refusals) on crafted inputs, a collapsed tiny model, and through a gated eval stage."""
 import json
 from contextlib import nullcontext
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +9,9 @@ from core.config import EvalSpec
 from core.config_load import load_curriculum
 from core.errors import ConfigError
 from core.store import RunStore
+from conftest import run_batch
 from workers.behaviour_eval import behaviour, distinct_n, refusal_rate, win_rate, wins
 from workers.builtin import build_model, build_tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_distinct_n_is_low_for_one_answer_repeated():
@@ -77,11 +73,7 @@ def test_an_eval_stage_gates_on_collapse_and_refusals(tmp_path):
         "name: r\nstages:\n  - name: look\n    kind: eval\n"
         "    eval: {metrics: [distinct_n, length, entropy, refusal_rate], prompts: asks.jsonl, max_new_tokens: 6}\n"
         "    gate: {require: {eval/refusal_rate: {max: 0.0}, eval/entropy: {min: 0.1}}}\n")
-    runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
+    run = run_batch(config)
     with RunStore(run / "run.db") as store:
         metrics = store.final_metrics("look")
     assert set(metrics) >= {"eval/distinct_n", "eval/length", "eval/entropy", "eval/refusal_rate"}
@@ -127,11 +119,7 @@ def test_full_and_adapter_stages_measure_win_rate_against_where_they_started(tmp
         "  eval: {metrics: [win_rate], judge: exact_match, max_samples: 6, max_new_tokens: 6}\n"
         "stages:\n  - {name: p, kind: pretrain, data: 'builtin:arithmetic-text', lora: false}\n"
         "  - {name: s, kind: sft, data: 'builtin:arithmetic-chat', lora: {r: 4}}\n")
-    runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
+    run = run_batch(config)
     with RunStore(run / "run.db") as store:
         found = {s: store.final_metrics(s).get("eval/win_rate") for s in ("p", "s")}
     assert all(v is not None and 0.0 <= v <= 1.0 for v in found.values()), found

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from core.config_load import load_curriculum
 from core.dag import Holds, tree_rows
 from core.errors import ConfigError
+from conftest import run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO_BRANCHES = """
@@ -25,11 +26,7 @@ def test_a_branch_from_base_trains_on_the_base_not_on_the_stage_before(tmp_path)
     config = tmp_path / "b.yaml"
     config.write_text(TWO_BRANCHES)
     assert [s.from_ for s in load_curriculum(config).stages] == [None, "base"]
-    runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
+    run = run_batch(config)
     spec = json.loads((run / "stages" / "chat" / "spec.json").read_text())
     assert spec["input_model"] is None  # model.base, not text's output
     text, chat = (load_file(run / "stages" / s / "final" / "model.safetensors") for s in ("text", "chat"))
@@ -78,12 +75,8 @@ def test_a_failed_branch_holds_back_only_what_starts_from_it(tmp_path):
     and the run's exit code still says a gate failed."""
     config = tmp_path / "tree.yaml"
     config.write_text(TREE)
-    runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
-    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
-    shown = subprocess.run([sys.executable, "-m", "cli.main", "show", run.name, "--json", "--runs-dir", str(runs)],
+    run = run_batch(config, expect=3)
+    shown = subprocess.run([sys.executable, "-m", "cli.main", "show", run.name, "--json", "--runs-dir", str(run.parent)],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     summary = json.loads(shown.stdout)
     stages = {s["name"]: s for s in summary["stages"]}
@@ -92,7 +85,7 @@ def test_a_failed_branch_holds_back_only_what_starts_from_it(tmp_path):
         "text": "completed", "strict": "gate_failed", "polish": "skipped", "loose": "completed"}
     assert stages["polish"]["reason"] == "held back: strict gate failed"
     assert (run / "stages" / "loose" / "final").exists() and not (run / "stages" / "polish" / "final").exists()
-    table = subprocess.run([sys.executable, "-m", "cli.main", "show", run.name, "--runs-dir", str(runs)],
+    table = subprocess.run([sys.executable, "-m", "cli.main", "show", run.name, "--runs-dir", str(run.parent)],
                            cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     for drawn in ("│ text     │", "│ ├╴strict │", "│ │ polish │", "│ └╴loose  │"):  # polish hangs under strict
         assert drawn in table, table

@@ -12,6 +12,7 @@ from core.config_load import load_curriculum
 from core.dag import Holds
 from core.errors import ConfigError
 from core.store import RunStore
+from conftest import run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "{steps: 3, batch_size: 4, max_length: 48, logging_steps: 1, lr: 0.001, threads: 1, max_completion_length: 8}"
@@ -21,12 +22,7 @@ def _run(tmp_path: Path, stages: str) -> Path:
     """Run a curriculum of `stages` (YAML lines) through the CLI; the run's folder."""
     config = tmp_path / "d.yaml"
     config.write_text(f"name: d\ndefaults: {{train: {TRAIN}}}\nstages:\n{stages}")
-    runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
-    return run
+    return run_batch(config)
 
 
 def _moved(run: Path, stage: str) -> bool:

@@ -13,6 +13,7 @@ from core.config_load import load_curriculum
 from core.dag import Holds
 from core.errors import ConfigError
 from core.store import RunStore
+from conftest import run_batch
 from workers.builtin import build_model, build_tokenizer
 from workers.generation import generate
 from workers.routing import RoutedModel, routing_data
@@ -47,20 +48,11 @@ def _write_tasks(folder: Path) -> None:
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
 
 
-def _run(config: Path) -> Path:
-    runs = config.parent / "runs"
-    done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
-    return run
-
-
 def test_the_routed_model_beats_every_expert_on_the_mixed_set(tmp_path):
     _write_tasks(tmp_path)
     config = tmp_path / "mole.yaml"
     config.write_text(EXPERTS + ROUTED)
-    run = _run(config)
+    run = run_batch(config)
     with RunStore(run / "run.db") as store:
         acc = {s: store.final_metrics(s)["eval/accuracy"] for s in ("alpha", "beta", "routed")}
         routing = [e for e in store.events(stage="routed") if e.name == "routing/accuracy"]
@@ -83,7 +75,7 @@ def test_arrow_routes_without_training(tmp_path):
     config = tmp_path / "arrow.yaml"
     config.write_text(EXPERTS.replace("steps: 60", "steps: 20")
                       + "  - {name: routed, kind: route, route: {experts: [alpha, beta], router: arrow, top_k: 2}}\n")
-    run = _run(config)
+    run = run_batch(config)
     with RunStore(run / "run.db") as store:
         assert "eval/accuracy" in store.final_metrics("routed")
         assert store.last_step("routed") is None  # nothing trained
