@@ -156,7 +156,7 @@ def _train_text(stage: StageSpec) -> str:
 
 def _launch_text(stage: StageSpec) -> str:
     """Where a Slurm stage runs: '\nslurm gpu 1×8 GPU' (nothing for a local one)."""
-    if stage.launch is None or stage.launch.via != "slurm":
+    if stage.launch.via != "slurm":
         return ""
     s = stage.launch.slurm
     where = "local job" if s.cluster == "local" else f"slurm {s.partition or ''}".rstrip()

@@ -309,7 +309,8 @@ class StageSpec(Strict):
     route: Optional[RouteSpec] = Field(None, description="route: the expert stages and the router")
     trl: dict[str, Any] = Field(default_factory=dict, description="fields of the stage's TRL config class "
                                 "(SFTConfig, DPOConfig, GRPOConfig), e.g. {packing: true}; over defaults.trl")
-    launch: Optional[LaunchSpec] = Field(None, description="how this stage starts (default: defaults.launch)")
+    launch: LaunchSpec = Field(default_factory=LaunchSpec, description="how this stage starts (default: "
+                               "defaults.launch)")
     gate: Optional[GateSpec] = None
 
     def evaluation(self) -> "EvalSpec | None":

@@ -121,7 +121,8 @@ def _apply_defaults(cur: Curriculum, located: LocatedYaml) -> None:
             stage.lora = cur.defaults.lora or LoraSpec()
         elif stage.lora is False:
             stage.lora = None
-        stage.launch = stage.launch or cur.defaults.launch
+        if "launch" not in raw:
+            stage.launch = cur.defaults.launch
         if stage.eval is None:
             stage.eval = cur.defaults.eval
         elif stage.eval is True:
