@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, NotRequired, Protocol, TypedDict
 
+from core.units import count, duration
+
 
 class EventKind(StrEnum):
     """What an `events` row records; the row's `step`, `name` and `value` columns are noted where used."""
@@ -82,6 +84,11 @@ RUN_TERMINAL = frozenset(RunStatus) - RUN_LIVE  # a run in these has ended for g
 RUN_ENDING_STAGE = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED, StageStatus.STOPPED})
 GATE_STOPPED = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED})  # an operator may override these
 """Stage outcomes that become the run's status as they are; any other failure makes the run `failed`."""
+JOB_QUEUED = frozenset({"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+                        "SUSPENDED"})
+"""Slurm job states in which the worker does not run yet (or for now): the stage is queued."""
+JOB_LIVE = JOB_QUEUED | {"UNKNOWN", "READY", "RUNNING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
+"""Job states that are not an end (UNKNOWN: the scheduler has not listed a fresh job yet)."""
 
 HEADLINE_METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/margins", "mean_token_accuracy",
                     "train/tokens_per_s")
@@ -122,6 +129,7 @@ class StageStartedData(TypedDict, total=False):
     threads: int
     warm: bool           # a prestarted interpreter ran it
     gradient_checkpointing: bool  # activations recomputed in the backward pass (training kinds)
+    adapter: dict[str, int]  # trainable parameters per family: attention, mlp, experts, router, other
 
 
 class LogData(TypedDict):
@@ -274,7 +282,10 @@ def describe(ev: EventLike) -> tuple[str, str]:
 def _stage_started(ev: EventLike) -> tuple[str, str]:
     d = ev.data
     where = " ".join(str(d[k]) for k in ("device", "backend") if d.get(k))
-    return f"started (attempt {d.get('attempt', 1)}, {d.get('total_steps') or '-'} steps) {where}".rstrip(), "info"
+    text = f"started (attempt {d.get('attempt', 1)}, {d.get('total_steps') or '-'} steps) {where}".rstrip()
+    if d.get("adapter"):
+        text += "; trains " + ", ".join(f"{family} {count(n)}" for family, n in d["adapter"].items())
+    return text, "info"
 
 
 def _stage_finished(ev: EventLike) -> tuple[str, str]:
@@ -335,10 +346,11 @@ def _run_finished(ev: EventLike) -> tuple[str, str]:
 
 def _job_state(ev: EventLike) -> tuple[str, str]:
     d = ev.data
-    if d.get("state") == "PENDING":
-        return f"queued on {d.get('job')}", "info"
+    if d.get("state") in JOB_QUEUED:
+        return f"queued on {d.get('job')}", "warn"
+    waited = float(d.get("waited_s") or 0)
     if d.get("state") == "RUNNING":
-        return f"running on {d.get('job')} after {d.get('waited_s', 0):.0f} s queued", "info"
+        return f"running on {d.get('job')}" + (f" after {duration(waited)} queued" if waited >= 1 else ""), "info"
     return f"{d.get('job')}: {d.get('state')}", "warn"
 
 

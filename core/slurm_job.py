@@ -15,14 +15,23 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import SlurmSpec
-from core.kinds import KINDS
-from core.worker_proc import worker_command, worker_env
+import psutil
 
-EXIT_REQUEUE = 76  # the job ended without the worker finishing (preempted, timed out, node lost, killed)
-ENDED_EARLY = frozenset({"PREEMPTED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "REQUEUED", "INTERRUPTED"})
+from core.config import SlurmSpec
+from core.events import JOB_LIVE
+from core.kinds import KINDS
+from core.worker_proc import EXCEPTION_LINE, worker_command, worker_env
+
+EXIT_REQUEUE = 76  # the job ended under its worker (preempted, time limit, node lost, killed): submit it again
+REQUEUE_STATES = frozenset({"PREEMPTED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "INTERRUPTED"})  # INTERRUPTED: local
+STATE_POLL_S = {"slurm": 30.0, "local": 0.0}  # sacct at most this often; the local stand-in polls its process
+RESULT_GRACE_S = {"slurm": 15.0, "local": 0.0}  # an ended job's result file may reach this host late (NFS)
 RDZV_PORT = 29511
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class SubmitError(RuntimeError):
+    """The job could not be submitted (no Slurm here, sbatch refused it, bad options); the stage fails with it."""
 
 
 class SlurmWorker:
@@ -32,7 +41,8 @@ class SlurmWorker:
 
     def __init__(self, job, spec: SlurmSpec):
         self.job, self.spec = job, spec
-        self.submitted, self.end_state = time.time(), None
+        self.submitted, self.reason = time.time(), None
+        self._state, self._next_poll, self._ended_at = "UNKNOWN", 0.0, None
 
     @classmethod
     def submit(cls, kind: str, spec_path: Path, log: Path, nproc: int, threads: int | None,
@@ -40,40 +50,95 @@ class SlurmWorker:
         """Submit the stage's worker as one job (one task per node) with its output appended to `log`."""
         import submitit
 
-        executor = submitit.AutoExecutor(folder=log.parent / "slurm", cluster=slurm.cluster)
-        executor.update_parameters(**job_parameters(slurm, stage, nproc))
-        job = executor.submit(run_worker, kind, str(spec_path), str(log), nproc, threads, slurm.nodes)
+        try:
+            executor = submitit.AutoExecutor(folder=log.parent / "slurm", cluster=slurm.cluster)
+            executor.update_parameters(**job_parameters(slurm, stage, nproc))
+            job = executor.submit(run_worker, kind, str(spec_path.resolve()), str(log.resolve()), nproc, threads,
+                                  slurm.nodes)
+        except (RuntimeError, ValueError, OSError) as exc:  # submitit's FailedJobError is a RuntimeError
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SubmitError(f"could not submit the {slurm.cluster} job: {first}") from exc
         return cls(job, slurm)
 
     @property
     def state(self) -> str:
-        return self.job.state
+        """The scheduler's word for the job (PENDING, RUNNING, PREEMPTED, ...; the local stand-in: RUNNING,
+        FINISHED, INTERRUPTED), asked for at most every STATE_POLL_S; UNKNOWN until the scheduler knows it."""
+        if time.monotonic() >= self._next_poll:
+            soon = 2.0 if self._state == "UNKNOWN" else STATE_POLL_S[self.spec.cluster]  # a fresh job: ask again soon
+            self._next_poll = time.monotonic() + min(soon, STATE_POLL_S[self.spec.cluster])
+            info = self.job.get_info(mode="force")  # sacct on Slurm, the controller process on the stand-in
+            self._state = (info.get("State") or info.get("jobState") or "UNKNOWN").split()[0]
+        return self._state
 
     def describe(self) -> str:
         where = f" (partition {self.spec.partition})" if self.spec.partition and self.spec.cluster == "slurm" else ""
         return f"{self.spec.cluster} job {self.job.job_id}{where}"
 
+    def ref(self) -> dict:
+        """What cancels the job after this process is gone (`cancel_left_job`)."""
+        return {"cluster": self.spec.cluster, "job_id": self.job.job_id, "folder": str(self.job.paths.folder)}
+
     def wait(self, timeout: float) -> int | None:
-        """The worker's exit code, EXIT_REQUEUE for a job ended under it, or None while it is queued or runs."""
+        """The worker's exit code (EXIT_REQUEUE when the job ended under it), or None while queued or running."""
         deadline = time.monotonic() + timeout
-        while not self.job.done():
-            if time.monotonic() >= deadline:
-                return None
+        while (code := self._outcome()) is None and time.monotonic() < deadline:
             time.sleep(min(0.2, timeout))
-        self.end_state = self.job.state.split()[0]
-        if self.end_state in ENDED_EARLY:
-            return EXIT_REQUEUE
+        return code
+
+    def _outcome(self) -> int | None:
+        """The exit code once the job has a result, or has ended without one (after RESULT_GRACE_S)."""
+        if self.job.task(0).paths.result_pickle.exists():
+            return self._result()
+        if self.state in JOB_LIVE:
+            return None
+        self._ended_at = self._ended_at or time.monotonic()
+        if time.monotonic() - self._ended_at < RESULT_GRACE_S[self.spec.cluster]:
+            return None
+        self.reason = f"{self.describe()} ended {self.state}"
+        return EXIT_REQUEUE if self.state in REQUEUE_STATES else 1
+
+    def _result(self) -> int:
+        """What `run_worker` returned on the first node, or 1 with the exception it raised."""
         try:
-            return int(self.job.result())
-        except Exception:  # noqa: BLE001 - the job failed outside the worker (its traceback is in the slurm folder)
+            code = int(self.job.task(0).result())
+        except Exception as exc:  # noqa: BLE001 - the job failed outside the worker; its trace is in slurm/
+            last = next((line.strip() for line in reversed(str(exc).splitlines()) if EXCEPTION_LINE.match(line.strip())),
+                        type(exc).__name__)
+            self.reason = f"{self.describe()} failed: {last} (see {self.job.paths.folder.name}/)"
             return 1
+        if code == EXIT_REQUEUE:
+            self.reason = f"{self.describe()} was signalled to stop (time limit near, preempted or cancelled)"
+        return code
 
     def terminate(self) -> None:
-        """Cancel the job and wait for it to end."""
+        """Cancel the job (scancel; the stand-in: SIGINT to its controller) and wait up to 30 s for it to end."""
         self.job.cancel(check=False)
+        self._next_poll = 0.0
         deadline = time.monotonic() + 30
-        while not self.job.done() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while self.state in JOB_LIVE and time.monotonic() < deadline:
+            time.sleep(2.0 if self.spec.cluster == "slurm" else 0.2)
+            self._next_poll = 0.0
+
+
+def cancel_left_job(ref: dict) -> bool:
+    """Cancel a job a dead supervisor left (`SlurmWorker.ref`); False when it had already ended."""
+    if ref["cluster"] == "local":  # the stand-in's job id is its controller's pid
+        try:
+            controller = psutil.Process(int(ref["job_id"]))
+            if ref["folder"] not in controller.cmdline():
+                return False
+            controller.terminate()  # forwarded to the job's task, which stops the worker
+        except psutil.Error:
+            return False
+        return True
+    from submitit.slurm.slurm import SlurmJob
+
+    job = SlurmJob(ref["folder"], ref["job_id"])
+    if (job.get_info(mode="force").get("State") or "UNKNOWN").split()[0] not in JOB_LIVE:
+        return False
+    job.cancel(check=False)
+    return True
 
 
 def job_parameters(slurm: SlurmSpec, stage: str, nproc: int) -> dict:
@@ -86,7 +151,8 @@ def job_parameters(slurm: SlurmSpec, stage: str, nproc: int) -> dict:
                 "gpus_per_node": slurm.gpus_per_node or None}
     params |= {k: v for k, v in optional.items() if v is not None}
     params |= {"slurm_setup": slurm.setup} if slurm.setup else {}
-    return params | ({"slurm_additional_parameters": dict(slurm.extra)} if slurm.extra else {})
+    # The supervisor submits a preempted job again itself (from the newest checkpoint): Slurm must not requeue it
+    return params | {"slurm_additional_parameters": {"no-requeue": True, **slurm.extra}}
 
 
 def sbatch_script(slurm: SlurmSpec, stage: str, nproc: int, folder: Path) -> str:
@@ -103,11 +169,23 @@ def sbatch_script(slurm: SlurmSpec, stage: str, nproc: int, folder: Path) -> str
 
 def run_worker(kind: str, spec: str, log: str, nproc: int, threads: int | None, nodes: int) -> int:
     """In the job, on each node: the stage's worker (torchrun across the job's nodes when it has several), its
-    output appended to the stage log; returns the worker's exit code."""
+    output appended to the stage log; returns the worker's exit code, or EXIT_REQUEUE when the job was told
+    to stop (SIGUSR2 before the time limit or a preemption, SIGTERM on scancel): the worker is stopped and
+    the supervisor decides what comes next (submitit's own requeue never runs)."""
     command = worker_command(kind, Path(spec), nproc) if nodes == 1 else _torchrun_across_nodes(kind, spec, nproc)
     with open(log, "ab") as out:
-        return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                              env=worker_env(threads), preexec_fn=_die_with_parent).returncode
+        worker = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  env=worker_env(threads), preexec_fn=_die_with_parent)
+    stopped = []
+
+    def stop(signum, _frame):
+        stopped.append(signum)
+        worker.terminate()  # torchrun passes it on to its ranks
+
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, stop)
+    code = worker.wait()
+    return EXIT_REQUEUE if stopped and code != 0 else code
 
 
 def _die_with_parent() -> None:

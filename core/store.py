@@ -6,6 +6,7 @@ own connections and never block writers. Open `run.db` with the sqlite3 shell to
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -79,8 +80,12 @@ class RunStore:
 
     @classmethod
     def create(cls, path: str | Path, meta: dict[str, Any], stages: Iterable[dict]) -> "RunStore":
-        """Create the database with its schema, meta and stage rows in one transaction."""
-        conn = connect(path)
+        """Create the database with its schema, meta and stage rows, then move it into place: a reader never
+        opens a run.db without its tables."""
+        path = Path(path)
+        building = path.with_name(path.name + ".new")
+        building.unlink(missing_ok=True)
+        conn = connect(building)
         conn.execute("BEGIN")
         for stmt in SCHEMA.strip().split(";"):
             if stmt.strip():
@@ -90,7 +95,8 @@ class RunStore:
             "INSERT INTO stages (idx, name, kind, from_stage, total_steps) VALUES (?, ?, ?, ?, ?)",
             [(i, s["name"], s["kind"], s.get("from"), s.get("total_steps")) for i, s in enumerate(stages)])
         conn.execute("COMMIT")
-        conn.close()
+        conn.close()  # the last connection: the write-ahead log is folded in and removed
+        os.replace(building, path)
         return cls(path)
 
     # -- meta ---------------------------------------------------------------------------------

@@ -19,15 +19,15 @@ from pathlib import Path
 from core.checkpoints import checkpoint_step, resume_checkpoint
 from core.config import Curriculum, StageSpec
 from core.dag import BASE, Holds
-from core.events import (GATE_STOPPED, RULES, RUN_ENDING_STAGE, STAGE_OK, Decision, EventKind, RunStatus,
-                         StageStatus, approves, gate_outcome)
+from core.events import (GATE_STOPPED, JOB_QUEUED, RULES, RUN_ENDING_STAGE, STAGE_OK, Decision, EventKind,
+                         RunStatus, StageStatus, approves, gate_outcome)
 from core.gates import evaluate_gate, policy_decision
 from core.hardware import HardwareSampler
 from core.run_lock import RunLock
 from core.runs import RunPaths
 from core.store import RunStore
 from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
-from core.slurm_job import EXIT_REQUEUE, SlurmWorker
+from core.slurm_job import EXIT_REQUEUE, SlurmWorker, SubmitError, cancel_left_job
 from core.worker_spec import ExpertInput, WorkerSpec
 
 EXIT_OOM = 75
@@ -145,15 +145,20 @@ class Supervisor:
         failure.unlink(missing_ok=True)  # an earlier attempt's
         proc = self._take_warm(stage, spec_path, log)
         how = "warm" if proc else "cold"
-        proc = proc or self._start(stage, spec_path, log)
-        self.store.set_meta(worker_pgid=proc.pid)
+        try:
+            proc = proc or self._start(stage, spec_path, log)
+        except SubmitError as exc:
+            return 1, str(exc)
+        slurm = isinstance(proc, SlurmWorker)
+        self.store.set_meta(worker_pgid=proc.pid, worker_job=proc.ref() if slurm else None)
         self.store.append(EventKind.LOG, stage=stage.name, now=True, level="info",
                           message=f"worker started ({proc.describe()}, attempt {attempt}, {how} start)")
         self._prestart_next(stage, cold=how == "cold")
         code = self._watch(stage, proc)
-        if code == EXIT_REQUEUE and isinstance(proc, SlurmWorker):
-            return code, f"{proc.describe()} ended {proc.end_state}"
-        return code, exit_reason(code, log, failure)
+        if slurm:
+            self.store.set_meta(worker_job=None)
+            self.store.update_stage(stage.name, reason=None)  # the queued note, if the job never ran
+        return code, (proc.reason if slurm else None) or exit_reason(code, log, failure)
 
     def _start(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | SlurmWorker:
         """The launch step: a local subprocess (torchrun for train.nproc > 1) or a Slurm job."""
@@ -198,11 +203,12 @@ class Supervisor:
     def _watch(self, stage: StageSpec, proc: WorkerProcess | SlurmWorker) -> int:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""
         last_step, last_progress, stalled = None, time.monotonic(), False
-        job_state = None
+        job_seen = (None, None)
         while (code := proc.wait(POLL_S)) is None:
             if isinstance(proc, SlurmWorker):
-                job_state = self._follow_job(stage, proc, job_state)
-            self.store.append(EventKind.HARDWARE, stage=stage.name, **self.hardware.sample(proc.pid))
+                job_seen = self._follow_job(stage, proc, job_seen)
+            else:  # a Slurm job's processes are on another machine: nothing here to sample
+                self.store.append(EventKind.HARDWARE, stage=stage.name, **self.hardware.sample(proc.pid))
             self._heartbeat()
             if self._stop_requested():
                 proc.terminate()
@@ -217,13 +223,20 @@ class Supervisor:
         self.store.flush()
         return code
 
-    def _follow_job(self, stage: StageSpec, job: SlurmWorker, seen: str | None) -> str:
-        """Record a Slurm job's state when it changes (queued, running, ...) with the time since submission."""
-        state = job.state.split()[0]
-        if state != seen:
+    def _follow_job(self, stage: StageSpec, job: SlurmWorker, seen: tuple) -> tuple:
+        """Record a Slurm job's state when it changes (queued, running, ...) with the time since submission; while
+        it is queued, the stage's reason says so with the minutes waited (`cockpit show`). `seen`: the last
+        recorded state and note."""
+        state, note = seen
+        waited = time.time() - job.submitted
+        if job.state not in (state, "UNKNOWN", "COMPLETING"):
+            state = job.state
             self.store.append(EventKind.JOB_STATE, stage=stage.name, now=True, job=job.describe(), state=state,
-                              waited_s=round(time.time() - job.submitted, 1))
-        return state
+                              waited_s=round(waited, 1))
+        queued = f"queued on {job.describe()} for {int(waited // 60)} min" if state in JOB_QUEUED else None
+        if queued != note:
+            self.store.update_stage(stage.name, reason=queued)
+        return state, queued
 
     def _write_spec(self, stage: StageSpec, attempt: int, overrides: dict, resume: Path | None) -> Path:
         parent = self.paths.stage_final(stage.from_) if stage.from_ not in (None, BASE) else None
@@ -249,6 +262,10 @@ class Supervisor:
             self.store.append(EventKind.LOG, now=True, level="warning",
                               message=f"stopping worker group {pgid} left by a dead supervisor")
             WorkerProcess.terminate_group(pgid)
+        job = self.store.get_meta("worker_job")
+        if job and cancel_left_job(job):
+            self.store.append(EventKind.LOG, now=True, level="warning",
+                              message=f"cancelled {job['cluster']} job {job['job_id']} left by a dead supervisor")
 
     def _resume_point(self, stage: StageSpec) -> Path | None:
         """The newest checkpoint of a stage that verifies (newer broken ones are reported skipped); its later

@@ -1,4 +1,4 @@
-"""Small text helpers shared by the screens: numbers, sizes, durations, stage states."""
+"""Small text helpers shared by the screens: numbers, sizes, stage states (durations: core.units)."""
 from __future__ import annotations
 
 from core.events import RunStatus, StageStatus
@@ -43,20 +43,6 @@ def short_number(v: float | None) -> str:
     if a >= 1000:
         return f"{v / 1000:.1f}k"
     return f"{v:.4g}"
-
-
-def duration(seconds: float | None) -> str:
-    """12s, 4m05s, 2h03m, 3d04h."""
-    if seconds is None:
-        return "-"
-    s = int(max(seconds, 0))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def size(nbytes: float | None) -> str:

@@ -16,7 +16,8 @@ from core.events import RULES, STAGE_ENDED_BADLY, STAGE_OK, StageStatus, approve
 from core.kinds import KINDS
 from core.stage_detail import GateFacts, StageDetail
 from core.status import delta_text, verdict
-from tui.format import duration, elapsed_stamp, short_number, status_look
+from core.units import duration
+from tui.format import elapsed_stamp, short_number, status_look
 
 LABEL_WIDTH = 10        # "on-policy"
 

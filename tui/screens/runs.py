@@ -17,7 +17,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from core.events import RunStatus, StageStatus
 from core.runs import RunPaths, list_runs
 from core.store import RunStore
-from tui.format import duration, status_look
+from core.units import duration
+from tui.format import status_look
 
 REFRESH_S = 2.0
 STATUS_COLOUR = {RunStatus.COMPLETED: "green", RunStatus.RUNNING: "cyan", RunStatus.FAILED: "red",

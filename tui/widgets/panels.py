@@ -6,7 +6,8 @@ from textual.widgets import Static
 
 from core.events import RUN_LIVE
 from core.run_state import HardwareView
-from tui.format import duration, metric_label, size, status_look
+from core.units import duration
+from tui.format import metric_label, size, status_look
 from tui.state import RunSnapshot
 
 STALE_HEARTBEAT_S = 30.0
