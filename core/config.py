@@ -8,12 +8,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.dag import BASE
-from core.kinds import CHAT_ROWS, KIND_NAMES, KINDS, PROMPT_ROWS, data_rows
+from core.kinds import CHAT_ROWS, EVAL_ROWS, KIND_NAMES, KINDS, PROMPT_ROWS, data_rows
 from core.registry import reward_columns
 
 REFUSAL_PATTERNS = (r"\bI (?:can(?:no|')t|won't|will not|am not able to|'m not able to)\b", r"\bI(?:'m| am) sorry\b",
                     r"\bas an AI\b", r"\bI must decline\b", r"\b(?:cannot|can't) (?:help|assist) with\b")
-BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:tiny-qwen3-tools")  # workers/builtin.py builds them
+BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:tiny-qwen3-tools", "builtin:tiny-qwen3-moe")  # workers/builtin.py builds them
 BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-chat-verbose", "arithmetic-preference",
                 "arithmetic-prompts", "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts",
                 "arithmetic-tool-eval")
@@ -31,7 +31,8 @@ class ModelSpec(Strict):
     """Where the first stage's weights come from and how they are loaded."""
 
     base: str = Field("builtin:tiny-qwen3", description="builtin:tiny-qwen3, builtin:tiny-qwen3-tools (Qwen3's "
-                      "own chat template, tool calls), a hub id or a local folder")
+                      "own chat template, tool calls), builtin:tiny-qwen3-moe (fused experts), a hub id or a "
+                      "local folder")
     backend: Literal["auto", "hf", "unsloth"] = Field("auto", description="unsloth only on CUDA when installed")
     trust_remote_code: bool = Field(False, description="run model code shipped with the checkpoint")
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
@@ -61,8 +62,14 @@ class LoraSpec(Strict):
     r: int = Field(16, gt=0, description="rank")
     alpha: int = Field(32, gt=0, description="scaling numerator (lora_alpha)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: Union[str, list[str]] = Field("all-linear", description="modules to adapt")
-    use_dora: bool = Field(False, description="weight-decomposed LoRA")
+    target_modules: Union[str, list[str]] = Field("all-linear", description="modules to adapt (all-linear: every "
+                                                  "linear layer and, on a MoE model, its fused expert weights)")
+    target_parameters: Optional[list[str]] = Field(None, description="fused weights to adapt, e.g. "
+                                                   "mlp.experts.gate_up_proj (unset: a MoE model's experts wherever "
+                                                   "target_modules asks for the MLP; [] = none)")
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (peft cannot put it on fused expert weights)")
+    require_experts: bool = Field(False, description="a MoE model whose experts get no adapter fails the stage "
+                                  "(else a warning)")
 
 
 class TrainSpec(Strict):
@@ -124,6 +131,10 @@ class EvalSpec(Strict):
     refusal_patterns: list[str] = Field(
         default_factory=lambda: list(REFUSAL_PATTERNS),
         description="regular expressions (case-insensitive) an answer matches when it refuses")
+
+    def row_fields(self) -> tuple:
+        """What each eval row must carry: an answer only where accuracy is scored."""
+        return EVAL_ROWS if "accuracy" in self.metrics else CHAT_ROWS
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> "EvalSpec":

@@ -8,7 +8,7 @@ from core.config import BUILTIN_DATA, BUILTIN_MODELS, Curriculum, DataSpec, Dist
 from core.dag import BASE
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
-from core.kinds import CHAT_ROWS, DISTILL_TRAINERS, EVAL_METRICS, EVAL_ROWS, KIND_OPTIONS, KINDS, readers_of
+from core.kinds import CHAT_ROWS, DISTILL_TRAINERS, EVAL_METRICS, KIND_OPTIONS, KINDS, readers_of
 from core.registry import REWARDS, TOOLS, name_problem, requirement_problem
 from core.trl_settings import setting_problem
 from core.yaml_lines import LocatedYaml
@@ -261,7 +261,7 @@ def _check_data(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: P
     if KINDS[stage.kind].rows and stage.data is None:
         return [_err(located, here + ("kind",), f"a {stage.kind} stage needs data:")]
     ev = stage.eval if isinstance(stage.eval, EvalSpec) else None
-    uses = ((("data",), stage.data, stage.row_fields()), (("eval", "data"), ev and ev.data, EVAL_ROWS),
+    uses = ((("data",), stage.data, stage.row_fields()), (("eval", "data"), ev and ev.data, ev and ev.row_fields()),
             (("eval", "prompts"), ev and ev.prompts, CHAT_ROWS))
     errors = []
     for key, spec, use in uses:

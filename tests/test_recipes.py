@@ -19,6 +19,9 @@ def _small(stages: list[str], rl: list[str]) -> list[str]:
                    for k, v in (("num_generations", 2), ("max_completion_length", 48), ("logging_steps", 1))]
 
 
+CODER_TWIN = ["model.base=builtin:tiny-qwen3-moe", "model.quantization=none", "defaults.train.precision=fp32",
+              "defaults.train.max_length=128", "defaults.train.batch_size=4", "defaults.train.grad_accum=1",
+              "defaults.train.lr=2e-3"]  # the perplexity gates need a few real steps
 TWINS = {
     "tool-use-demo.yaml": ["defaults.eval.max_samples=4", "defaults.eval.max_new_tokens=24",
                            *_small(["sft", "grpo"], ["grpo"]),
@@ -35,7 +38,11 @@ TWINS = {
                   *_small(["math", "convert"], []), "stages.routed.train.steps=30"],  # the gate's 0.9 routing holds
     "continual-distill.yaml": ["model.base=builtin:tiny-qwen3", "defaults.train.precision=fp32",
                                "defaults.eval.max_new_tokens=24", *_small(["user-update"], ["user-update"])],
+    "qwen3-coder-domains.yaml": CODER_TWIN + [f"stages.{s}.train.steps=8" for s in ("lua", "gdscript")],
+    "qwen3-coder-gdscript-dora.yaml": CODER_TWIN + ["stages.gdscript-dora.train.steps=8"],
 }
+REACHES = {"qwen3-coder-domains.yaml": {"lua": {"attention", "experts"}, "gdscript": {"attention", "experts"}},
+           "qwen3-coder-gdscript-dora.yaml": {"gdscript-dora": {"attention"}}}  # what each adapter trains
 
 
 def test_every_recipe_has_a_tiny_twin():
@@ -54,7 +61,10 @@ def test_the_tiny_twin_runs_end_to_end(recipe, tmp_path):
     with RunStore(run / "run.db") as store:
         stages = store.stages()
         rollouts = {e.stage for e in store.events(kinds=["rollout"])}
+        started = {e.stage: e.data for e in store.events(kinds=["stage_started"])}
     assert all(s["status"] in ("completed", "passed") for s in stages), stages
     rl = {s["name"] for s in stages if s["kind"] == "grpo"}
     assert rollouts == rl  # every RL stage stored what it generated
     assert (run / "stages" / stages[-1]["name"] / "final").is_dir()
+    for stage, families in REACHES.get(recipe, {}).items():
+        assert set(started[stage]["adapter"]) == families, started[stage]

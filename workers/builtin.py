@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 BUILTIN_MODEL, TOOLS_MODEL = "builtin:tiny-qwen3", "builtin:tiny-qwen3-tools"
+MOE_MODEL = "builtin:tiny-qwen3-moe"
 PAD, BOS_ROLE, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 QWEN3_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 N_EVAL = 500
@@ -37,6 +38,9 @@ MODEL_CONFIG = dict(hidden_size=96, num_hidden_layers=4, intermediate_size=384, 
                     num_key_value_heads=2, head_dim=32, max_position_embeddings=256, tie_word_embeddings=True,
                     rope_theta=10000.0)
 TOOLS_CONTEXT = 1024  # the tools system prompt alone is a few hundred tokens
+MOE_CONFIG = dict(hidden_size=64, num_hidden_layers=2, moe_intermediate_size=64, intermediate_size=128,
+                  num_experts=4, num_experts_per_tok=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  tie_word_embeddings=True)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def build_tokenizer():
 
 def build_tools_tokenizer():
     """The same kind of BPE, trained on arithmetic and on tool-use transcripts rendered by Qwen3's own chat
-    template, which it carries (with Qwen3's tags as plain added tokens, as in Qwen3)."""
+    template (TRL's copy), which it carries (with Qwen3's tags as plain added tokens, as in Qwen3)."""
     from importlib import resources
 
     from workers.tools import calculator
@@ -185,16 +189,18 @@ def _bpe(corpus: list[str], vocab_size: int, template: str | None = None):
     return fast
 
 
-def build_model(tokenizer, context: int = MODEL_CONFIG["max_position_embeddings"]):
-    """A freshly initialised ~0.6 M parameter Qwen3 (seeded): hidden 96 learns the chat format faster than 128."""
+def build_model(tokenizer, context: int = MODEL_CONFIG["max_position_embeddings"], family: str = "qwen3",
+                fields: dict = MODEL_CONFIG):
+    """A freshly initialised tiny model of `family` (a transformers model_type), seeded: the demo's ~0.6 M
+    parameter Qwen3 by default (hidden 96 learns the chat format faster than 128)."""
     import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-    config = Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-                         **(MODEL_CONFIG | {"max_position_embeddings": context}))
+    config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+                                  **(fields | {"max_position_embeddings": context}))
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     ends = [tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)]
     model.generation_config = GenerationConfig(eos_token_id=ends, pad_token_id=tokenizer.pad_token_id,
                                                do_sample=False)
@@ -211,6 +217,9 @@ def materialise(run_dir: str | Path, name: str = BUILTIN_MODEL) -> Path:
     if name == TOOLS_MODEL:
         tokenizer = build_tools_tokenizer()
         model = build_model(tokenizer, TOOLS_CONTEXT)
+    elif name == MOE_MODEL:  # Qwen3-Coder's family: fused experts, Qwen3's chat template
+        tokenizer = build_tools_tokenizer()
+        model = build_model(tokenizer, TOOLS_CONTEXT, "qwen3_moe", MOE_CONFIG)
     else:
         tokenizer = build_tokenizer()
         model = build_model(tokenizer)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from core.config import EvalSpec
-from core.kinds import CHAT_ROWS, EVAL_ROWS, KINDS
+from core.kinds import CHAT_ROWS, KINDS
 from workers.behaviour_eval import behaviour, win_rate
 from workers.data import load_rows
 from workers.generation import generate
@@ -37,7 +37,7 @@ def _chat_item(row: dict, tokenizer) -> Item:
     messages = row.get("messages") or row["prompt"]
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    reference = None
+    reference = row["completion"] + tokenizer.eos_token if isinstance(row.get("completion"), str) else None
     if messages[-1]["role"] == "assistant":
         reference, messages = messages[-1]["content"] + tokenizer.eos_token, messages[:-1]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -47,7 +47,7 @@ def _chat_item(row: dict, tokenizer) -> Item:
 def _text_item(row: dict, tokenizer) -> Item:
     prompt = row["prompt"] if isinstance(row.get("prompt"), str) else _last_user(row)
     text = row.get("text")
-    reference = text[len(prompt):] if text and text.startswith(prompt) else None
+    reference = text[len(prompt):] if text and text.startswith(prompt) else row.get("completion")
     return Item(prompt, reference, str(row.get("answer", "")))
 
 
@@ -113,7 +113,7 @@ def _summed_nll(logits, labels) -> tuple[float, int]:
 def evaluate(model, tokenizer, spec: EvalSpec, kind: str, starting=None) -> dict:
     """Run the stage's EvalSpec; returns {"eval/<metric>": (value, data)}. `starting()`: a context manager giving
     the model the stage started from (for win_rate)."""
-    rows = load_rows(spec.data, EVAL_ROWS, cap=spec.max_samples)
+    rows = load_rows(spec.data, spec.row_fields(), cap=spec.max_samples)
     fmt = resolve_format(spec.format, kind, tokenizer)
     items = make_items(rows, fmt, tokenizer)
     was_training = model.training

@@ -247,14 +247,6 @@ def _unsloth_targets(targets):
     return targets
 
 
-def lora_config(lora: LoraSpec):
-    """A peft LoraConfig from the stage's LoraSpec."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, use_dora=lora.use_dora, task_type="CAUSAL_LM")
-
-
 def count_params(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -6,7 +6,8 @@ from pathlib import Path
 from core.config import TrainSpec
 from workers.callback import StoreCallback
 from workers.common import Stage, quiet_libraries, record_eval, save_final, started
-from workers.modeling import count_params, gradient_checkpointing, load_for_training, lora_config
+from workers.adapter_targets import experts_warning, lora_config, trainable_by_family
+from workers.modeling import count_params, gradient_checkpointing, load_for_training
 
 
 def cpu_has_bf16() -> bool:
@@ -66,7 +67,7 @@ def peft_config(stage: Stage, loaded):
     """The LoraConfig to hand the trainer; None for full fine-tuning or an already-wrapped unsloth model."""
     if not stage.lora or loaded.backend == "unsloth":
         return None
-    return lora_config(stage.lora)
+    return lora_config(stage.lora, loaded.model)
 
 
 def run_training(stage: Stage, build_trainer) -> None:
@@ -78,8 +79,12 @@ def run_training(stage: Stage, build_trainer) -> None:
     trainer = build_trainer(stage, loaded)
     trainer.add_callback(StoreCallback(stage.store, stage.name, stage.scratch, stage.checkpoints))
     stage.trainer = trainer
-    started(stage, stage.train.steps, loaded.backend, count_params(trainer.model),
+    adapter = trainable_by_family(trainer.model)
+    warning = experts_warning(trainer.model, adapter, stage.lora)
+    started(stage, stage.train.steps, loaded.backend, count_params(trainer.model), adapter=adapter,
             gradient_checkpointing=bool(trainer.args.gradient_checkpointing))
+    if warning:
+        stage.log(warning, level="warning")
     resume = stage.spec.resume_from
     if resume:
         stage.log(f"resuming from {resume}")
