@@ -114,7 +114,7 @@ def test_thresholds_use_the_gate_arithmetic_including_gain():
 
 
 def test_the_chart_never_draws_a_non_negative_series_below_zero():
-    from tui.widgets.chart import _y_range
-    assert _y_range([0.02, 1.5, 0.4], [])[0] == 0.0  # a loss near zero: no negative axis
-    assert _y_range([5.0, 6.0], [])[0] == pytest.approx(4.95)  # far from zero: 5 % room as before
-    assert _y_range([-0.3, 0.2], [])[0] < -0.3  # a series that goes negative keeps its room
+    from tui.chart_scale import linear_range
+    assert linear_range([0.02, 1.5, 0.4], [])[0] == 0.0  # a loss near zero: no negative axis
+    assert linear_range([5.0, 6.0], [])[0] == pytest.approx(4.95)  # far from zero: 5 % room as before
+    assert linear_range([-0.3, 0.2], [])[0] < -0.3  # a series that goes negative keeps its room

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from core.events import CHART_METRICS, EventKind
 from core.run_state import RunState, RunView
 from core.store import Event
+from tui.chart_scale import reward_part
 from tui.series import Series, SeriesView
 
 
@@ -28,7 +29,8 @@ class RunSnapshot(RunView):
 
 
 class ChartSeries:
-    """The charted metrics and every eval metric, each a bounded series on the run's timeline."""
+    """The charted metrics, each reward function's part of `reward`, and every eval metric, each a bounded
+    series on the run's timeline."""
 
     def __init__(self, cap: int = 512):
         self.cap = cap
@@ -37,7 +39,7 @@ class ChartSeries:
     def fold(self, events: list[Event], run: RunState) -> None:
         """Add the points of `events`; `run` (already fed them) places each stage on the timeline."""
         for ev in events:
-            if ev.kind == EventKind.METRIC and ev.name in CHART_METRICS and ev.value is not None:
+            if ev.kind == EventKind.METRIC and _charted(ev.name) and ev.value is not None:
                 self._named(ev.name).add(run.x(ev.stage, ev.step), ev.value)
             elif ev.kind == EventKind.EVAL_RESULT and ev.name is not None and ev.value is not None:
                 self._named(ev.name).add(run.span(ev.stage)[1], ev.value)
@@ -58,6 +60,10 @@ class ChartSeries:
         hi = end if end > cut else float("inf")  # a stage of unknown length: drop everything after
         for series in self.series.values():
             series.drop_span(cut, hi)
+
+
+def _charted(name: str | None) -> bool:
+    return name in CHART_METRICS or (name is not None and reward_part(name) is not None)
 
 
 def snapshot(view: RunView, series: tuple[SeriesView, ...], log_stage: str | None = None,

@@ -18,7 +18,9 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from core.events import CHART_METRICS, RUN_LIVE, Decision
 from core.runs import RunPaths
 from core.store import RunStore
-from tui.format import metric_label, short_number
+from tui.chart_scale import reward_part
+from tui.format import metric_label
+from tui.log_lines import log_title
 from tui.poller import RunPoller
 from tui.screens.dialogs import ConfirmScreen
 from tui.screens.gate import GateDecision, GateScreen
@@ -54,7 +56,12 @@ class RunScreen(Screen):
         Binding("left_square_bracket", "cycle_metric(-1)", "Metric", key_display="["),
         Binding("right_square_bracket", "cycle_metric(1)", "Metric", key_display="]", show=False),
         Binding("slash", "filter_log", "Filter log", key_display="/"),
+        Binding("f", "follow_log", "Pin/follow log", show=False),
         Binding("escape", "back", "Runs"),
+        Binding("e", "chart('smooth')", "Chart: smooth (EMA)", show=False),
+        Binding("l", "chart('log')", "Chart: log y", show=False),
+        Binding("y", "chart('per_stage')", "Chart: y scale per stage / shared", show=False),
+        Binding("x", "chart_cursor", "Chart: step cursor (← →)", show=False),
         *[Binding(str(n), f"pick_metric({n - 1})", show=False) for n in range(1, 10)],
     ]
 
@@ -80,7 +87,7 @@ class RunScreen(Screen):
         self.paths = paths
         self.snapshot: RunSnapshot | None = None
         self.metric = "loss"
-        self.follow: str | None = None
+        self.follow: str | None = None  # the stage the log is pinned to; None follows the running stage
         self.applied_count = 0
         self.on_applied: Callable[[RunSnapshot], None] | None = None  # benchmarks hook here
         self._control = PollerControl(threading.Event(), threading.Event())
@@ -163,7 +170,11 @@ class RunScreen(Screen):
         self._draw_chart()
         self.query_one(EventList).show(snap)
         self.query_one(LogTail).show(snap)
-        _retitle(self.query_one("#log-box"), f"Log · {snap.log_stage or '—'}")
+        self._retitle_log()
+
+    def _retitle_log(self) -> None:
+        stage = self.snapshot.log_stage if self.snapshot else None
+        _retitle(self.query_one("#log-box"), log_title(self.follow or stage, self.follow is not None))
 
     def _draw_chart(self) -> None:
         snap = self.snapshot
@@ -173,14 +184,19 @@ class RunScreen(Screen):
         series = snap.series_named(self.metric)
         available = {s.name for s in snap.series if s.xs}
         self.query_one(MetricPicker).show(names, self.metric, available)
-        last = f" = {short_number(series.last)}" if series and series.last is not None else ""
-        _retitle(self.query_one("#chart-box"), f"Metrics · {metric_label(self.metric)}{last}")
         thresholds = tuple(t for t in snap.thresholds if t.metric == self.metric)
-        self.query_one(MetricChart).show(ChartData(self.metric, series, snap.stages, thresholds))
+        parts = tuple(s for s in snap.series if reward_part(s.name)) if self.metric == "reward" else ()
+        chart = self.query_one(MetricChart)
+        chart.show(ChartData(self.metric, series, snap.stages, thresholds, parts))
+        box = self.query_one("#chart-box")
+        _retitle(box, chart.title(metric_label(self.metric), snap.running_stage))
+        if box.border_subtitle != chart.caption():
+            box.border_subtitle = chart.caption()
 
     def metric_names(self) -> list[str]:
-        """The six training metrics, then every eval metric seen so far."""
-        seen = sorted(s.name for s in (self.snapshot.series if self.snapshot else ()) if s.name not in CHART_METRICS)
+        """The six training metrics, then every eval metric seen so far (reward parts are drawn under reward)."""
+        seen = sorted(s.name for s in (self.snapshot.series if self.snapshot else ())
+                      if s.name not in CHART_METRICS and not reward_part(s.name))
         return list(CHART_METRICS) + seen
 
     def _tick(self) -> None:
@@ -266,13 +282,30 @@ class RunScreen(Screen):
             self.metric = names[index]
             self._draw_chart()
 
+    def action_chart(self, option: str) -> None:
+        """Flip a chart option: smoothing, log y, one y axis per stage."""
+        self.query_one(MetricChart).toggle(option)
+
+    def action_chart_cursor(self) -> None:
+        """Give the chart the keys (← → move a step cursor), or take them back."""
+        chart = self.query_one(MetricChart)
+        if chart.has_focus:
+            self.query_one(CurriculumPanel).focus()
+        else:
+            chart.focus()
+
+    @on(MetricChart.ViewChanged)
+    def _chart_view_changed(self) -> None:
+        self._draw_chart()
+
     @on(CurriculumPanel.StageChosen)
     def _stage_chosen(self, message: CurriculumPanel.StageChosen) -> None:
         gate = self.snapshot.gate if self.snapshot else None
         if message.pressed and gate is not None and gate.stage == message.stage:
             self.action_gate()
             return
-        self.follow = message.stage
+        self.follow = message.stage  # choosing a stage pins the log to it; `f` follows the run again
+        self._retitle_log()
         self._control.wake.set()
         if message.pressed:
             from tui.screens.stage_detail import StageDetailScreen
@@ -292,6 +325,13 @@ class RunScreen(Screen):
         panel = self.query_one(CurriculumPanel)
         stages = panel.snapshot.stages if panel.snapshot else []
         self.app.push_screen(RolloutsScreen(self.paths, pick_stage(stages, panel.chosen if panel.rows else None)))
+
+    def action_follow_log(self) -> None:
+        """Pin the log to the stage it shows, or let it follow the running stage again."""
+        stage = self.snapshot.log_stage if self.snapshot else None
+        self.follow = None if self.follow else stage
+        self._retitle_log()
+        self._control.wake.set()
 
     def action_filter_log(self) -> None:
         box = self.query_one("#log-filter", Input)

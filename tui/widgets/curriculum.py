@@ -12,7 +12,8 @@ from core.events import STAGE_ENDED_BADLY, STAGE_OK, StageStatus
 from core.kinds import KINDS
 from core.run_state import StageView
 from core.status import verdict
-from tui.format import bar, duration, status_look
+from core.units import duration
+from tui.format import bar, status_look
 from tui.state import RunSnapshot
 
 VERDICT_LOOK = {"better": "$success", "worse": "$error", "same": ""}
@@ -129,7 +130,7 @@ def _progress_text(stage: StageView, decision: str | None, room: int) -> str:
         if decision:
             return f"[$warning]{decision} sent, waiting for supervisor[/]"
         if stage.approval == "manual":
-            return "[bold $warning]awaiting your approval — press g[/]"
+            return f"[bold $warning]{'awaiting your approval — press g' if room >= 32 else 'press g to decide'}[/]"
         return "checking gate…"
     if stage.status == StageStatus.SKIPPED:
         return f"[dim]{escape((stage.reason or '')[:max(room, 0)])}[/]"

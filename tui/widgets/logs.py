@@ -1,18 +1,29 @@
-"""Scrolling text panels: the event list and the tail of the running worker's log (with a filter)."""
+"""Scrolling text panels: the event list and the tail of one stage's worker log (with a filter).
+
+Both wrap at their own width and wrap again when it changes, so neither ever needs a horizontal scrollbar.
+"""
 from __future__ import annotations
 
 from collections import deque
+from typing import Iterable
 
 from rich.markup import escape
+from rich.segment import Segment, Segments
 from textual.binding import Binding
 from textual.content import Content
-from textual.widgets import Log, RichLog
+from textual.widgets import RichLog
 
 from core.run_state import EventLine
 from tui.format import SEVERITY_STYLE, elapsed_stamp
+from tui.log_lines import ERROR, LIBRARY, PROGRESS, WARNING, folded, shown
 from tui.state import RunSnapshot
 
 KEEP_LINES = 2000
+MIN_BODY = 16  # columns an event's text keeps beside its time and stage before it wraps under them
+WIDE = 10_000  # a width no line reaches: the text a filter is matched against
+KEY_STYLE = "dim"  # metric names recede, their values stand out ($text-muted needs a background to blend)
+KIND_STYLE = {LIBRARY: "dim", PROGRESS: "dim", WARNING: "$warning", ERROR: "$error"}
+NO_HEAD = Content("")
 
 VIM_SCROLL = [
     Binding("j", "scroll_down", "Down", show=False),
@@ -20,44 +31,93 @@ VIM_SCROLL = [
 ]
 
 
-class EventList(RichLog):
-    """Checkpoints, evals, gates, errors: appended as they arrive, newest at the bottom."""
+class WrappingLog(RichLog):
+    """A RichLog of Content wrapped to its width (long words folded), drawn again when the width changes."""
 
     BINDINGS = VIM_SCROLL
 
     def __init__(self, **kwargs):
-        super().__init__(max_lines=KEEP_LINES, wrap=False, markup=False, auto_scroll=True, **kwargs)
+        super().__init__(max_lines=KEEP_LINES, min_width=1, markup=False, auto_scroll=True, **kwargs)
+        self.drawn_width = 0
+
+    def on_resize(self) -> None:
+        if self.scrollable_content_region.width != self.drawn_width:
+            self.drawn_width = self.scrollable_content_region.width
+            self.redraw()
+
+    def add(self, entries: Iterable[tuple[Content, Content]]) -> None:
+        """Write each (head, body) as rows of the pane's width, in one write; $variables in styles come from the
+        app's theme."""
+        if not self.drawn_width:
+            return  # not laid out yet: the first resize draws everything
+        parse = self.app.stylesheet.parse_style
+        segments = [Segment(text, style.rich_style) for head, body in entries for row in self._rows(head, body)
+                    for text, style in row.render(self.visual_style, end="\n", parse_style=parse)]
+        if segments:
+            self.write(Segments(segments))
+
+    def _rows(self, head: Content, body: Content) -> list[Content]:
+        """`head` + `body` wrapped to the pane's width, the body's later rows indented under its first."""
+        if head.cell_length + MIN_BODY > self.drawn_width:
+            head, body = Content(""), head + body  # too narrow to indent: wrap both as one
+        rows = body.wrap(self.drawn_width - head.cell_length)
+        return [head + rows[0], *(Content(" " * head.cell_length) + row for row in rows[1:])]
+
+    def redraw(self) -> None:
+        """Clear and write every kept line again at the current width."""
+        raise NotImplementedError
+
+    @property
+    def line_count(self) -> int:
+        """Rows drawn (a wrapped line counts each of its rows)."""
+        return len(self.lines)
+
+
+class EventList(WrappingLog):
+    """Checkpoints, evals, gates, errors: appended as they arrive, newest at the bottom."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.last_id = 0
+        self.kept: deque[tuple[Content, Content]] = deque(maxlen=KEEP_LINES)
 
     def show(self, snap: RunSnapshot) -> None:
         fresh = [e for e in snap.events if e.id > self.last_id]
         for line in fresh:
-            self.write(event_content(line, snap.created_at))
+            self._add(*event_content(line, snap.created_at))
         if fresh:
             self.last_id = fresh[-1].id
 
     def note(self, text: str, severity: str = "info") -> None:
         """A line from this screen itself (a decision just sent, a stop requested)."""
-        style = SEVERITY_STYLE.get(severity, "")
-        self.write(Content.from_markup(f"[dim]{'now':>9}[/] [{style}]{escape(text)}[/]" if style
-                                       else f"[dim]{'now':>9}[/] {escape(text)}"))
+        self._add(Content.from_markup(f"[dim]{'now':>9}[/] "), _styled(text, severity))
+
+    def _add(self, head: Content, body: Content) -> None:
+        self.kept.append((head, body))
+        self.add([(head, body)])
+
+    def redraw(self) -> None:
+        self.clear()
+        self.add(self.kept)
 
 
-def event_content(line: EventLine, origin: float) -> Content:
-    style = SEVERITY_STYLE.get(line.severity, "")
+def event_content(line: EventLine, origin: float) -> tuple[Content, Content]:
+    """An event as (time and stage, text), the text in its severity's colour."""
     stage = escape((line.stage or "run")[:8]).ljust(8)
-    text = escape(line.text)
-    body = f"[{style}]{text}[/]" if style else text
-    return Content.from_markup(f"[dim]{elapsed_stamp(line.ts, origin)}[/] [b]{stage}[/] {body}")
+    head = Content.from_markup(f"[dim]{elapsed_stamp(line.ts, origin)}[/] [b]{stage}[/] ")
+    return head, _styled(line.text, line.severity)
 
 
-class LogTail(Log):
-    """The last lines of one stage's worker log; `/` narrows it to lines containing some text."""
+def _styled(text: str, severity: str) -> Content:
+    return Content.styled(text, SEVERITY_STYLE.get(severity, ""))
 
-    BINDINGS = VIM_SCROLL
+
+class LogTail(WrappingLog):
+    """The last lines of one stage's worker log, formatted by tui.log_lines; `/` narrows it to lines containing
+    some text (and shows matching library warnings whole)."""
 
     def __init__(self, **kwargs):
-        super().__init__(max_lines=KEEP_LINES, auto_scroll=True, **kwargs)
+        super().__init__(**kwargs)
         self.lines_seen: deque[str] = deque(maxlen=KEEP_LINES)
         self.stage: str | None = None
         self.total = 0
@@ -74,13 +134,27 @@ class LogTail(Log):
         new = list(snap.log_lines)[-min(fresh, len(snap.log_lines)):] if snap.log_lines else []
         self.total = snap.log_total
         self.lines_seen.extend(new)
-        self.write_lines([ln for ln in new if self._keep(ln)])
+        self._write(new)
 
     def set_filter(self, text: str) -> None:
-        """Show only lines containing `text` (case-insensitive); empty shows everything."""
+        """Show only lines containing `text` (case-insensitive), raw or as drawn; empty shows everything."""
         self.filter_text = text.strip().lower()
+        self.redraw()
+
+    def redraw(self) -> None:
         self.clear()
-        self.write_lines([ln for ln in self.lines_seen if self._keep(ln)])
+        self._write(self.lines_seen)
+
+    def _write(self, raw: Iterable[str]) -> None:
+        self.add((NO_HEAD, self._content(line)) for line in folded(ln for ln in raw if self._keep(ln)))
+
+    def _content(self, line: str) -> Content:
+        look = shown(line, self.drawn_width, full=bool(self.filter_text))
+        content = Content.styled(look.text, KIND_STYLE.get(look.kind, ""))
+        for start, end in look.keys:
+            content = content.stylize(KEY_STYLE, start, end)
+        return content
 
     def _keep(self, line: str) -> bool:
-        return not self.filter_text or self.filter_text in line.lower()
+        needle = self.filter_text
+        return not needle or needle in line.lower() or needle in shown(line, WIDE, full=True).text.lower()
