@@ -27,7 +27,7 @@ stages:
     kind: sft
     data: "builtin:arithmetic-tool-chat"
     lora: false
-    train: {steps: 120, batch_size: 16, lr: 3.0e-3, logging_steps: 40}
+    train: {steps: 80, batch_size: 16, lr: 3.0e-3, logging_steps: 40}
   - name: grpo
     kind: grpo
     data: "builtin:arithmetic-tool-prompts"
