@@ -65,8 +65,8 @@ class SlurmWorker:
         """The scheduler's word for the job (PENDING, RUNNING, PREEMPTED, ...; the local stand-in: RUNNING,
         FINISHED, INTERRUPTED), asked for at most every STATE_POLL_S; UNKNOWN until the scheduler knows it."""
         if time.monotonic() >= self._next_poll:
-            soon = 2.0 if self._state == "UNKNOWN" else STATE_POLL_S[self.spec.cluster]  # a fresh job: ask again soon
-            self._next_poll = time.monotonic() + min(soon, STATE_POLL_S[self.spec.cluster])
+            every = STATE_POLL_S[self.spec.cluster]
+            self._next_poll = time.monotonic() + (min(every, 2.0) if self._state == "UNKNOWN" else every)  # fresh: soon
             info = self.job.get_info(mode="force")  # sacct on Slurm, the controller process on the stand-in
             self._state = (info.get("State") or info.get("jobState") or "UNKNOWN").split()[0]
         return self._state
