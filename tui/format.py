@@ -21,10 +21,17 @@ SEVERITY_STYLE = {"info": "", "good": "$success", "warn": "$warning", "error": "
 
 
 METRIC_LABELS = {"learning_rate": "lr", "train/tokens_per_s": "tokens/s"}  # keys too long for the picker
+SHORT_LABELS = {"learning_rate": "lr", "grad_norm": "grad", "rewards/margins": "margin", "train/tokens_per_s": "tok/s",
+                "eval/accuracy": "acc", "eval/perplexity": "ppl"}  # the picker's words where the full row does not fit
 
 
 def metric_label(name: str) -> str:
     return METRIC_LABELS.get(name, name)
+
+
+def short_metric_label(name: str) -> str:
+    """At most 8 characters: a known abbreviation, else the key's last part."""
+    return SHORT_LABELS.get(name) or name.rsplit("/", 1)[-1][:8]
 
 
 def status_look(status: str) -> tuple[str, str, str]:

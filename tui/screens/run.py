@@ -47,6 +47,7 @@ class RunScreen(Screen):
     """Everything about one run, live; leaving it never touches the run."""
 
     BINDINGS = [
+        Binding("question_mark", "app.help", "Help", key_display="?"),  # first: 80 columns cut the footer's end
         Binding("q", "app.detach", "Detach (run continues)"),
         Binding("s", "stop", "Stop run"),
         Binding("g", "gate", "Gate"),
@@ -121,6 +122,7 @@ class RunScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 100 or self.size.height < 30, "-compact")
+        self.query_one(CurriculumPanel).headed = self.size.height >= 30  # its row goes to the chart
 
     def on_unmount(self) -> None:
         self.workers.cancel_group(self, "poll")

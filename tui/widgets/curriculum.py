@@ -29,6 +29,7 @@ class CurriculumPanel(Widget, can_focus=True):
         Binding("enter", "choose", "Open stage", show=False),
     ]
     cursor: reactive[int] = reactive(0)
+    headed: reactive[bool] = reactive(True, layout=True)  # the column names; short screens leave them out
 
     class StageChosen(Message):
         """The operator moved to (or pressed Enter on) a stage."""
@@ -58,7 +59,7 @@ class CurriculumPanel(Widget, can_focus=True):
         self.refresh(layout=grew)  # a relayout only when the number of rows changes
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return 1 + len(self.snapshot.stages) if self.snapshot else 1
+        return int(self.headed) + len(self.snapshot.stages) if self.snapshot else 1
 
     def render(self) -> str:
         snap = self.snapshot
@@ -67,7 +68,7 @@ class CurriculumPanel(Widget, can_focus=True):
         wide = self.size.width >= 76
         head = "   [b]stage[/]      [b]kind[/]     [b]from[/]       [b]status[/]        [b]progress[/]" if wide \
             else "   [b]stage[/]      [b]status[/]        [b]progress[/]"
-        lines = [head]
+        lines = [head] if self.headed else []
         decision = snap.gate.decision_sent if snap.gate else None
         steps_w = max((len(_steps_done(s)) for s in snap.stages if s.status in STAGE_OK), default=0)
         for i, row in enumerate(self.rows):
@@ -82,7 +83,7 @@ class CurriculumPanel(Widget, can_focus=True):
         prefix = prefix[-8:]  # deep trees keep their last levels
         name = (f"[dim]{prefix}[/]" if prefix else "") + escape(stage.name[:10 - len(prefix)]).ljust(10 - len(prefix))
         status = f"[{style}]{glyph} {words:<12}[/]" if style else f"{glyph} {words:<12}"
-        room = self.size.width - (48 if wide else 29)
+        room = self.size.width - (48 if wide else 28)
         progress = _finished_text(stage, room, steps_w) if stage.status in STAGE_OK else \
             _progress_text(stage, decision, room)
         if wide:

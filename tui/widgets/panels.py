@@ -7,7 +7,7 @@ from textual.widgets import Static
 from core.events import RUN_LIVE
 from core.run_state import HardwareView
 from core.units import duration
-from tui.format import metric_label, size, status_look
+from tui.format import metric_label, short_metric_label, size, status_look
 from tui.state import RunSnapshot
 
 STALE_HEARTBEAT_S = 30.0
@@ -46,7 +46,7 @@ def _supervisor_words(snap: RunSnapshot, now: float) -> str:
         return "[dim]supervisor starting…[/]"
     age = now - float(snap.heartbeat)
     if age > STALE_HEARTBEAT_S:
-        return f"[bold $error]supervisor silent for {duration(age)}[/]"
+        return f"[bold $error]supervisor silent {duration(age)}[/]"
     return f"[$success]supervisor ♥[/] [dim]{duration(age)} ago[/]"
 
 
@@ -58,21 +58,27 @@ class HardwarePanel(ChangingText):
 
 
 def hardware_text(hw: HardwareView | None, run_live: bool) -> str:
+    """Lines of at most 24 characters (the panel's width at 80 columns): one per GPU under a header, then CPU."""
     if hw is None:
         return "[dim]no hardware sample yet[/]"
-    lines = []
-    if not hw.gpus:
-        lines.append("[$warning]no GPU[/] — CPU only")
+    lines = ["[$warning]no GPU[/] — CPU only"] if not hw.gpus else [f"[dim]{'':2}{'GPU memory':<12}{'use':>4} {'util':>4}[/]"]
     for gpu in hw.gpus:
         frac = gpu.mem_used / gpu.mem_total if gpu.mem_total else 0.0
         util = f"{gpu.util:.0f}%" if gpu.util is not None else "-"
-        lines.append(f"GPU{gpu.index} {size(gpu.mem_used)}/{size(gpu.mem_total)} "
-                     f"[{_load_style(frac)}]{frac:.0%}[/] util {util}")
+        lines.append(f"{gpu.index:<2}{_memory_pair(gpu.mem_used, gpu.mem_total):<12}[{_load_style(frac)}]{frac:>4.0%}[/]"
+                     f" {util:>4}")
     cpu = f"{hw.cpu:.0f}%" if hw.cpu is not None else "-"
     lines.append(f"CPU {cpu}  RSS {size(hw.rss)}")
-    when = "now" if run_live else "last seen"
-    lines.append(f"[dim]{hw.procs or 0} procs, {escape(hw.stage or '-')} ({when})[/]")
+    where = f"{escape(hw.stage or '-')}, {hw.procs or 0} procs"
+    lines.append(f"[dim]{where if run_live else 'last seen: ' + where}[/]")
     return "\n".join(lines)
+
+
+def _memory_pair(used: float, total: float) -> str:
+    """'12.3/80 GiB': used and total in the total's unit."""
+    unit, scale = next((u, 1024.0 ** p) for p, u in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "B"))
+                       if total >= 1024.0 ** p or p == 0)
+    return f"{used / scale:.1f}/{total / scale:.0f} {unit}"
 
 
 def _load_style(fraction: float) -> str:
@@ -80,12 +86,25 @@ def _load_style(fraction: float) -> str:
 
 
 class MetricPicker(ChangingText):
-    """The metrics one can chart, numbered for the 1–9 keys; the chosen one highlighted."""
+    """The metrics one can chart, numbered for the 1–9 keys; the chosen one highlighted. Where the full names do
+    not fit the width (80 columns), they are shortened ("grad", "acc", "tok/s")."""
+
+    _picked: tuple[tuple[str, ...], str, frozenset[str]] | None = None
 
     def show(self, names: list[str], chosen: str, available: set[str]) -> None:
+        self._picked = (tuple(names[:9]), chosen, frozenset(available))
+        self._draw()
+
+    def on_resize(self) -> None:
+        if self._picked is not None:
+            self._draw()
+
+    def _draw(self) -> None:
+        names, chosen, available = self._picked
+        fits = sum(len(metric_label(name)) + 4 for name in names) <= self.size.width
         parts = []
-        for i, name in enumerate(names[:9], start=1):
-            label = f"{i} {escape(metric_label(name))}"
+        for i, name in enumerate(names, start=1):
+            label = f"{i} {escape(metric_label(name) if fits else short_metric_label(name))}"
             if name == chosen:
                 parts.append(f"[reverse b] {label} [/]")
             elif name in available:
