@@ -29,6 +29,16 @@ class DeltaView:
 
 
 @dataclass(frozen=True)
+class EvalExample:
+    """One held-out item as the stage's final eval answered it (a few wrong ones, then a few right ones)."""
+
+    prompt: str
+    output: str
+    answer: str
+    correct: bool
+
+
+@dataclass(frozen=True)
 class StageView:
     """One row of the curriculum: where the stage is and where it sits on the timeline."""
 
@@ -47,6 +57,7 @@ class StageView:
     approval: str | None
     accuracy: float | None = None  # the final eval/accuracy
     deltas: tuple[DeltaView, ...] = ()  # eval metrics against the parent (from) stage
+    examples: tuple[EvalExample, ...] = ()  # from the latest eval/accuracy
 
     def delta(self, metric: str) -> DeltaView | None:
         """The change in `metric` against the parent stage, if both were measured."""
@@ -188,6 +199,7 @@ class RunState:
     progress: dict[str, _Progress] = field(default_factory=dict)
     evals: dict[str, dict[str, float]] = field(default_factory=dict)
     eval_formats: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    examples: dict[str, tuple[EvalExample, ...]] = field(default_factory=dict)
     gates: dict[str, tuple[int, float, dict]] = field(default_factory=dict)  # stage -> gate_pending id, ts, data
     decisions: dict[str, GateDecidedData] = field(default_factory=dict)  # stage -> its gate's decision
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENT_LINES))
@@ -241,6 +253,10 @@ class RunState:
             return
         self.evals.setdefault(ev.stage or "", {})[ev.name] = ev.value
         self.eval_formats.setdefault(ev.stage or "", {})[ev.name] = ev.data.get("format")
+        if ev.data.get("examples"):
+            self.examples[ev.stage or ""] = tuple(
+                EvalExample(str(e.get("prompt", "")), str(e.get("output", "")), str(e.get("answer", "")),
+                            bool(e.get("correct"))) for e in ev.data["examples"])
         self._on_other(ev)
 
     def _on_resumed(self, ev: Event) -> None:
@@ -288,7 +304,7 @@ class RunState:
             views.append(StageView(row["idx"], name, row["kind"], parent, row.get("status") or StageStatus.WAITING,
                                    int(row.get("attempt") or 0), prog.step, total, eta, row.get("reason"), x0, x1,
                                    gate.approval if gate else None, self.evals.get(name, {}).get("eval/accuracy"),
-                                   self._deltas(name, parent)))
+                                   self._deltas(name, parent), self.examples.get(name, ())))
         return views
 
     def _deltas(self, name: str, parent: str | None) -> tuple[DeltaView, ...]:

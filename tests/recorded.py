@@ -130,12 +130,18 @@ def _train_stage(store, paths, clock, rng, name, steps, lr, loss, evals, resume_
         step += logging
     store.flush()
     for metric, value in evals.items():
+        examples = EXAMPLES if metric == "eval/accuracy" else []
         store.append("eval_result", stage=name, name=metric, value=value, samples=500,
-                     format="text" if name == "pretrain" else "chat")
+                     format="text" if name == "pretrain" else "chat", examples=examples)
     store.append("checkpoint_saved", stage=name, step=steps, path=f"stages/{name}/final", complete=True)
     lines.append(f"[{name}] eval: " + ", ".join(f"{k}={v}" for k, v in evals.items()))
     log.write_text("\n".join(lines) + "\n")
     store.flush()
+
+
+EXAMPLES = [{"prompt": p, "output": o, "answer": a, "correct": o.endswith("=" + a)}  # wrong ones first, as stored
+            for p, o, a in (("7+9=", "7+7=15", "16"), ("57+12=", "57+12=79", "69"), ("23+45=", "23+45=68", "68"),
+                            ("81+9=", "81+9=90", "90"), ("40+40=", "40+40=80", "80"))]
 
 
 def _rollouts(store, step):

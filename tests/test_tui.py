@@ -13,6 +13,7 @@ from core.run_state import GpuView, HardwareView
 from core.store import RunStore
 from tui.app import CockpitApp
 from recorded import DEMO, GIB, T0, FakeClock, build_recorded_run, wait_until
+from tui.chat_screen import ChatScreen
 from tui.screens.dialogs import ConfirmScreen, HelpScreen
 from tui.screens.gate import GateScreen, history_table
 from tui.screens.run import RunScreen
@@ -71,6 +72,20 @@ async def test_manual_gate_prompt_and_approve_with_note(gate_run):
         await wait_until(pilot, lambda: "approve sent" in events_text(app))
         await wait_until(pilot, lambda: "approve sent, waiting" in screen_text(app))
         assert not isinstance(app.screen, GateScreen)
+
+
+async def test_gate_dialog_shows_eval_answers_and_opens_chat_on_the_checkpoint(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=BIG) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen) and "eval answers" in screen_text(app))
+        text = " ".join(screen_text(app).split())
+        assert "✗ 7+9= → 7+7=15 expected 16" in text and "✓ 23+45= → 23+45=68" in text
+        assert text.index("7+9=") < text.index("23+45=") and "40+40=" not in text  # wrong first, four shown
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        assert (app.screen.run, app.screen.stage) == (gate_run, "sft")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, GateScreen))
 
 
 async def test_gate_reject_and_supervisor_decision_shows_in_events(gate_run):

@@ -175,7 +175,9 @@ def test_eval_stage_writes_accuracy(chain):
         evals = {e.name: e for e in store.events(kinds=["eval_result"], stage="check")}
     assert 0.0 <= evals["eval/accuracy"].value <= 1.0
     assert evals["eval/accuracy"].data["samples"] == 16 and evals["eval/accuracy"].data["format"] == "chat"
-    assert len(evals["eval/accuracy"].data["examples"]) == 5
+    examples, wrong = evals["eval/accuracy"].data["examples"], round((1 - evals["eval/accuracy"].value) * 16)
+    assert [e["correct"] for e in examples] == [False] * min(3, wrong) + [True] * min(3, 16 - wrong)
+    assert all("<|" not in e["prompt"] and e["prompt"] for e in examples)  # the question as a person reads it
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -14,11 +14,15 @@ from workers.rewards import answers_match
 from workers.tool_eval import tool_accuracy
 
 
+EXAMPLES_EACH = 3  # eval examples kept for the reviewer: this many wrong, then this many right
+
+
 @dataclass
 class Item:
     prompt: str
     completion: str | None  # reference continuation for perplexity; None = not scored
     answer: str
+    question: str           # what a person reads as the prompt: the last user turn, or the text
 
 
 def resolve_format(requested: str, kind: str | None, tokenizer) -> str:
@@ -41,14 +45,14 @@ def _chat_item(row: dict, tokenizer) -> Item:
     if messages[-1]["role"] == "assistant":
         reference, messages = messages[-1]["content"] + tokenizer.eos_token, messages[:-1]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return Item(prompt, reference, str(row.get("answer", "")))
+    return Item(prompt, reference, str(row.get("answer", "")), _last_user({"messages": messages}))
 
 
 def _text_item(row: dict, tokenizer) -> Item:
     prompt = row["prompt"] if isinstance(row.get("prompt"), str) else _last_user(row)
     text = row.get("text")
     reference = text[len(prompt):] if text and text.startswith(prompt) else row.get("completion")
-    return Item(prompt, reference, str(row.get("answer", "")))
+    return Item(prompt, reference, str(row.get("answer", "")), prompt)
 
 
 def _last_user(row: dict) -> str:
@@ -57,8 +61,9 @@ def _last_user(row: dict) -> str:
 
 
 def accuracy(model, tokenizer, items: list[Item], batch_size: int, max_new_tokens: int, fmt: str):
-    """Share of items whose generated final number equals the answer (`answers_match`), plus a few examples."""
-    correct, examples = 0, []
+    """Share of items whose generated final number equals the answer (`answers_match`), plus a few examples:
+    the first wrong ones, then the first right ones (what a reviewer at the gate reads)."""
+    correct, kept = 0, {False: [], True: []}
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         outputs = generate(model, tokenizer, [i.prompt for i in batch], max_new_tokens)
@@ -66,9 +71,9 @@ def accuracy(model, tokenizer, items: list[Item], batch_size: int, max_new_token
             graded = item.prompt + out if fmt == "text" else out
             ok = answers_match(graded, item.answer)
             correct += ok
-            if len(examples) < 5:
-                examples.append({"prompt": item.prompt, "output": out, "answer": item.answer, "correct": ok})
-    return correct / max(1, len(items)), examples
+            if len(kept[ok]) < EXAMPLES_EACH:
+                kept[ok].append({"prompt": item.question, "output": out, "answer": item.answer, "correct": ok})
+    return correct / max(1, len(items)), kept[False] + kept[True]
 
 
 def perplexity(model, tokenizer, items: list[Item], batch_size: int) -> float | None:

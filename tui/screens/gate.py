@@ -1,4 +1,5 @@
-"""The gate prompt: each rule as measured, the metric across earlier stages, approve or reject."""
+"""The gate prompt: each rule as measured, the metric across earlier stages, a few eval answers; approve, reject
+or chat with the checkpoint first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Static
 
 from core.events import Decision
-from core.run_state import GateView, StageView
+from core.run_state import EvalExample, GateView, StageView
+from core.runs import RunPaths
 from core.status import delta_text, verdict
 from tui.format import short_number
 from tui.state import RunSnapshot
@@ -35,14 +37,15 @@ class GateScreen(ModalScreen[GateDecision | None]):
         Binding("a", "decide('approve')", "Approve"),
         Binding("r", "decide('reject')", "Reject"),
         Binding("n", "note", "Note"),
+        Binding("c", "chat", "Chat with it"),
         Binding("escape", "later", "Later"),
         Binding("left,h", "app.focus_previous", show=False),
         Binding("right,l", "app.focus_next", show=False),
     ]
 
-    def __init__(self, gate: GateView, snapshot: RunSnapshot):
+    def __init__(self, gate: GateView, snapshot: RunSnapshot, run: RunPaths):
         super().__init__()
-        self.gate, self.snapshot = gate, snapshot
+        self.gate, self.snapshot, self.run = gate, snapshot, run
 
     def compose(self) -> ComposeResult:
         gate = self.gate
@@ -53,6 +56,8 @@ class GateScreen(ModalScreen[GateDecision | None]):
             yield Static(rules_table(gate), id="gate-rules")
             yield Static(history_table(gate, [s.name for s in self.snapshot.stages],
                                        self.snapshot.stage_named(gate.stage)), id="gate-history")
+            shown = 4 if self.app.size.height >= 30 else 2  # 80x24 keeps the buttons in view
+            yield Static(examples_text(self.snapshot.stage_named(gate.stage), shown), id="gate-examples")
             yield Input(placeholder="note (optional) — n to type, Enter when done", id="gate-note")
             with Horizontal(id="gate-buttons"):
                 yield Button("Approve  a", id="approve", variant="success")
@@ -79,12 +84,45 @@ class GateScreen(ModalScreen[GateDecision | None]):
     def action_note(self) -> None:
         self.query_one("#gate-note", Input).focus()
 
+    def action_chat(self) -> None:
+        """Talk to the gated checkpoint before deciding; closing the chat comes back here."""
+        from tui.chat_screen import ChatScreen
+        self.app.push_screen(ChatScreen(run=self.run, stage=self.gate.stage))
+
     def action_decide(self, decision: str) -> None:
         note = self.query_one("#gate-note", Input).value.strip()
         self.dismiss(GateDecision(self.gate.stage, Decision(decision), note))
 
     def action_later(self) -> None:
         self.dismiss(None)
+
+
+def examples_text(stage: StageView | None, shown: int = 4) -> str:
+    """A few held-out answers of the stage's eval, wrong ones first: prompt, output, expected."""
+    if not stage or not stage.examples:
+        return "[dim]no eval answers recorded[/]"
+    picked = _picked(stage.examples, shown)
+    prompts = [_one_line(e.prompt, 30) for e in picked]
+    width = max(map(len, prompts))
+    lines = ["[b]eval answers[/] [dim](a few of the held-out set, wrong ones first)[/]"]
+    for e, prompt in zip(picked, prompts):
+        mark = "[$success]✓[/]" if e.correct else "[$error]✗[/]"
+        expected = "" if e.correct else f"  [dim]expected {escape(e.answer)}[/]"
+        lines.append(f"{mark} {escape(prompt.ljust(width))} → {escape(_one_line(e.output, 30))}{expected}")
+    return "\n".join(lines)
+
+
+def _picked(examples: tuple[EvalExample, ...], shown: int) -> list[EvalExample]:
+    """Half wrong and half right where both exist, else more of the kind there is; wrong ones first."""
+    wrong = [e for e in examples if not e.correct]
+    right = [e for e in examples if e.correct]
+    n_wrong = min(len(wrong), max(shown // 2, shown - len(right)))
+    return wrong[:n_wrong] + right[:shown - n_wrong]
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
 def rules_table(gate: GateView) -> str:

@@ -233,7 +233,7 @@ class RunScreen(Screen):
         if snap.gate.approval != "manual":
             self.notify(f"The {snap.gate.stage} gate decides by its rules (auto).", timeout=3)
             return
-        self.app.push_screen(GateScreen(snap.gate, snap), self._gate_closed)
+        self.app.push_screen(GateScreen(snap.gate, snap, self.paths), self._gate_closed)
 
     def _gate_closed(self, decision: GateDecision | None) -> None:
         if decision is not None:
