@@ -49,7 +49,8 @@ def bare_round(active, settings) -> tuple[float, float]:
     from workers.chat.model_pool import using
 
     started = time.perf_counter()
-    enc = active.tokenizer(prompt_text(active.tokenizer, PROMPT), return_tensors="pt", add_special_tokens=False)
+    enc = active.tokenizer(prompt_text(active.tokenizer, PROMPT, active.format), return_tensors="pt",
+                           add_special_tokens=False)
     clock = FirstTokenClock()
     with using(active) as model, torch.no_grad():
         model.generate(**enc, streamer=clock, pad_token_id=active.tokenizer.pad_token_id, **sampling_args(settings))

@@ -12,6 +12,9 @@ from core.targets import MAX_COMPARED, resolve_target, resolve_targets
 TARGET_HELP = "RUN:STAGE, RUN:STAGE@STEP, RUN:base, or a model folder (RUN may be 'latest')"
 
 
+TEXT_MODEL_NOTE = "a text model (no chat format): it continues what you type, e.g. '37+48='"
+
+
 def add_chat_commands(sub) -> None:
     """Register `chat` and `compare` on the CLI's subcommand table."""
     p = sub.add_parser("chat", help="chat with a checkpoint (a stage, an intermediate step, the base, a folder)")
@@ -26,7 +29,10 @@ def add_chat_commands(sub) -> None:
                                                 "answer, or .txt); default: the stage's eval set")
     p.add_argument("--limit", type=int, help="use at most this many prompts")
     p.add_argument("--max-new-tokens", type=int, help="tokens per output (default: the eval's, 64 for a file)")
-    p.add_argument("--show", type=int, default=10, help="prompts shown side by side (default 10)")
+    p.add_argument("--show", type=int, default=10, help="prompts shown side by side, those where the targets "
+                                                        "differ or one is wrong first (default: %(default)s)")
+    p.add_argument("--only-diff", action="store_true", help="show only prompts where the targets differ or one "
+                                                             "is wrong")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=cmd_compare)
 
@@ -53,6 +59,8 @@ def cmd_chat(args) -> int:
             return 0
         print(f"chatting with {target.label} (loaded in {loaded['load_s']:.2f} s). Ctrl+C stops a reply; "
               "/reset starts over; /quit or Ctrl+D leaves.", flush=True)
+        if loaded["format"] == "text":
+            print(TEXT_MODEL_NOTE, flush=True)
         return _interactive(session, settings)
 
 
@@ -98,7 +106,7 @@ def cmd_compare(args) -> int:
     from tui.compare_tables import metrics_table, outputs_table
 
     console = terminal()
-    console.print(outputs_table(result, args.show))
+    console.print(outputs_table(result, args.show, only_notable=args.only_diff))
     console.print(metrics_table(result))
     console.print(f"{len(targets)} targets, {result.bases_loaded} base(s) loaded, {result.seconds:.1f} s")
     return 0

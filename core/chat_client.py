@@ -258,6 +258,9 @@ class PromptSet:
     source: str
 
 
+PER_PROMPT = ("outputs", "right")  # a target's lists with one entry per prompt
+
+
 @dataclass(frozen=True)
 class CompareResult:
     targets: list[Target]
@@ -271,10 +274,15 @@ class CompareResult:
     def to_json(self) -> dict:
         return {"source": self.source, "seconds": round(self.seconds, 3), "bases_loaded": self.bases_loaded,
                 "targets": [t.to_json() | {"recorded_accuracy": r} for t, r in zip(self.targets, self.recorded)],
-                "metrics": [{"target": t.label, **{k: v for k, v in res.items() if k != "outputs"}}
+                "metrics": [{"target": t.label, **{k: v for k, v in res.items() if k not in PER_PROMPT}}
                             for t, res in zip(self.targets, self.results)],
-                "prompts": [row | {"outputs": {t.label: res["outputs"][i] for t, res in zip(self.targets, self.results)}}
-                            for i, row in enumerate(self.rows)]}
+                "prompts": [row | {key: {t.label: res[key][i] for t, res in zip(self.targets, self.results)}
+                                   for key in PER_PROMPT} for i, row in enumerate(self.rows)]}
+
+    def notable(self, i: int) -> bool:
+        """Prompt i is worth a look: the targets' outputs differ, or one of them is wrong."""
+        outputs = {res["outputs"][i] for res in self.results}
+        return len(outputs) > 1 or any(res["right"][i] is False for res in self.results)
 
 
 def prompt_set(targets: list[Target], prompts_file: Path | None = None, limit: int | None = None,

@@ -1,17 +1,23 @@
 """Chat and compare against a real tiny lineage: targets, streaming, stop, history, refusals, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
 import pytest
 
+from rich.console import Console
+from transformers import AutoTokenizer
+
 from cli.main import main
-from core.chat_client import ChatSession, GenerationSettings, chat_history
+from core.chat_client import ChatSession, GenerationSettings, chat_history, prompt_set, run_compare
 from core.errors import UserError
 from core.runs import find_run
 from core.store import RunStore
 from core.targets import Target, lineage_targets, resolve_target, resolve_targets, run_targets
+from workers.chat.generate import prompt_text
+from tui.compare_tables import outputs_table, shown_prompts
 from tiny_lineage import chat_worker, lineage_runs, pickle_only_folder  # noqa: F401  (fixtures: worker, runs)
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=12)
@@ -115,3 +121,29 @@ def test_compare_matches_the_recorded_eval(runs, capsys):
     assert metrics["sft"]["perplexity"] == pytest.approx(recorded["eval/perplexity"], rel=1e-5)
     assert len(result["prompts"]) == 24 and len({metrics[t]["perplexity"] for t in metrics}) == 3
     assert all(set(p["outputs"]) == set(metrics) for p in result["prompts"])
+
+
+def test_compare_marks_answers_and_shows_the_notable_prompts_first(runs, worker):
+    targets = resolve_targets(["latest:base", "latest:sft"], runs)
+    result = run_compare(worker, targets, prompt_set(targets))
+    for res in result.results:  # the marks are the accuracy, prompt by prompt
+        assert sum(res["right"]) == round(res["accuracy"] * res["answered"])
+    order = shown_prompts(result, only_notable=False)
+    notable = [i for i in order if result.notable(i)]
+    assert order[:len(notable)] == notable and sorted(order) == list(range(len(result.rows)))
+    wrong = sum(res["right"][i] is False for res in result.results for i in notable)
+    console = Console(width=120, record=True)
+    console.print(outputs_table(result, only_notable=True))
+    text = console.export_text()
+    assert f"{len(notable)} of {len(result.rows)} prompts differ or have a wrong answer, only those" in text
+    assert text.count("✗ ") == wrong + 1 and wrong > 0 and text.count("answer:") == len(notable)  # +1: the key
+
+
+def test_a_text_model_is_prompted_with_plain_text(runs, worker):
+    """A pretrain stage never saw the chat template: its prompt goes in as text, and the load says so."""
+    text_target = dataclasses.replace(resolve_target("latest:base", runs), kind="pretrain")
+    assert ChatSession(worker, text_target).load()["format"] == "text"
+    assert ChatSession(worker, resolve_target("latest:base", runs)).load()["format"] == "chat"
+    tokenizer = AutoTokenizer.from_pretrained(find_run(runs, "latest").base)
+    turn = [{"role": "user", "content": "37+48="}]
+    assert prompt_text(tokenizer, turn, "text") == "37+48=" and prompt_text(tokenizer, turn, "chat").startswith("<")

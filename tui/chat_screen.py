@@ -39,6 +39,7 @@ class TargetLoaded(Message):
     target: Target
     load_s: float
     reused_base: bool
+    text_model: bool
 
 
 @dataclass
@@ -138,7 +139,7 @@ class ChatScreen(Screen):
             if self._session is None:
                 self._session = ChatSession(self._worker, target)
             loaded = self._session.load(target)
-            self.post_message(TargetLoaded(target, loaded["load_s"], loaded["reused_base"]))
+            self.post_message(TargetLoaded(target, loaded["load_s"], loaded["reused_base"], loaded["format"] == "text"))
         except Exception as exc:  # noqa: BLE001  (shown on screen)
             self.post_message(ChatFailed(f"cannot load {target.label}: {exc}"))
 
@@ -177,7 +178,8 @@ class ChatScreen(Screen):
     def on_target_loaded(self, message: TargetLoaded) -> None:
         self.target = message.target
         shared = ", base shared" if message.reused_base else ""
-        self._status(f"{message.target.label} loaded in {message.load_s:.2f} s{shared}")
+        text = " · a text model: it continues what you type (e.g. 37+48=)" if message.text_model else ""
+        self._status(f"{message.target.label} loaded in {message.load_s:.2f} s{shared}{text}")
         chat_input = self.query_one("#chat-input", Input)
         chat_input.disabled = False
         chat_input.focus()

@@ -44,20 +44,46 @@ def _best_accuracy(result: CompareResult) -> float | None:
     return max(values) if len(values) > 1 and len(set(values)) > 1 else None
 
 
-def outputs_table(result: CompareResult, limit: int | None = None) -> Table:
-    """One row per prompt, one column per target; text differing from the first target is highlighted."""
-    table = Table(show_lines=True, expand=True, title="outputs (highlighted: differs from "
-                  f"{result.targets[0].label})", title_justify="left")
+def outputs_table(result: CompareResult, limit: int | None = None, only_notable: bool = False) -> Table:
+    """One row per prompt, one column per target; prompts where the targets differ or one is wrong come first
+    (or alone), each output marked right or wrong against the answer, text differing from the first target
+    highlighted."""
+    order = shown_prompts(result, only_notable)
+    table = Table(show_lines=True, expand=True, title=_outputs_title(result, only_notable), title_justify="left")
     table.add_column("prompt", ratio=1)
     for target in result.targets:
         table.add_column(target.label, ratio=1)
-    for i, row in enumerate(result.rows[:limit]):
+    for i in order[:limit]:
+        row = result.rows[i]
         outputs = [printable(res["outputs"][i]) for res in result.results]
         prompt = Text(str(row["prompt"]))
         if row.get("answer") not in (None, ""):
             prompt.append(f"\nanswer: {row['answer']}", style="dim")
-        table.add_row(prompt, *[highlighted(out, outputs[0]) if n else Text(out) for n, out in enumerate(outputs)])
+        cells = [highlighted(out, outputs[0]) if n else Text(out) for n, out in enumerate(outputs)]
+        table.add_row(prompt, *[_marked(cell, res["right"][i]) for cell, res in zip(cells, result.results)])
     return table
+
+
+def shown_prompts(result: CompareResult, only_notable: bool) -> list[int]:
+    """Prompt indices, the notable ones (outputs differ or one is wrong) first; only those if asked."""
+    notable = [i for i in range(len(result.rows)) if result.notable(i)]
+    if only_notable:
+        return notable
+    return notable + [i for i in range(len(result.rows)) if i not in set(notable)]
+
+
+def _outputs_title(result: CompareResult, only_notable: bool) -> str:
+    notable = sum(result.notable(i) for i in range(len(result.rows)))
+    return (f"outputs: {notable} of {len(result.rows)} prompts differ or have a wrong answer, "
+            f"{'only those' if only_notable else 'those first'} (✓ right, ✗ wrong; highlighted: differs from "
+            f"{result.targets[0].label})")
+
+
+def _marked(cell: Text, right: bool | None) -> Text:
+    """The output behind a ✓ or ✗ when the prompt has an answer."""
+    if right is None:
+        return cell
+    return Text.assemble(("✓ ", "green") if right else ("✗ ", "bold red"), cell)
 
 
 def highlighted(text: str, reference: str) -> Text:

@@ -59,9 +59,19 @@ def score(model, tokenizer, rows: list[dict], spec: EvalSpec, kind: str | None) 
         model.train(was_training)
     graded = [i.prompt + o if fmt == "text" else o for i, o in zip(items, outputs)]
     answered = [k for k, r in enumerate(rows) if str(r.get("answer", "")).strip()]
-    return {"outputs": outputs, "format": fmt, "perplexity": ppl, "answered": len(answered),
-            **answer_metrics([graded[k] for k in answered], [rows[k]["answer"] for k in answered]),
+    answers = [rows[k]["answer"] for k in answered]
+    return {"outputs": outputs, "right": right_answers(graded, rows, answered), "format": fmt, "perplexity": ppl,
+            "answered": len(answered), **answer_metrics([graded[k] for k in answered], answers),
             "mean_length": _mean([len(o) for o in outputs])}
+
+
+def right_answers(graded: list[str], rows: list[dict], answered: list[int]) -> list[bool | None]:
+    """Per row: whether the output's final number is the answer (None where the row has no answer)."""
+    right: list[bool | None] = [None] * len(rows)
+    hits = exact_match(None, [graded[k] for k in answered], answer=[rows[k]["answer"] for k in answered])
+    for k, hit in zip(answered, hits):
+        right[k] = hit >= 1.0
+    return right
 
 
 def batched_outputs(model, tokenizer, prompts: list[str], spec: EvalSpec) -> list[str]:

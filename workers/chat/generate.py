@@ -17,9 +17,10 @@ def with_system(messages: list[dict], system: str) -> list[dict]:
     return [{"role": "system", "content": system}, *messages]
 
 
-def prompt_text(tokenizer, messages: list[dict]) -> str:
-    """The chat template's rendering, ending in the assistant's turn; plain text without a template."""
-    if getattr(tokenizer, "chat_template", None):
+def prompt_text(tokenizer, messages: list[dict], fmt: str) -> str:
+    """In chat format, the chat template's rendering ending in the assistant's turn; in text format (a pretrain
+    stage, or no template), the turns as plain text for the model to continue."""
+    if fmt == "chat":
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return "\n".join(m["content"] for m in messages)
 
@@ -94,7 +95,7 @@ def generate_reply(active: Active, messages: list[dict], settings: dict, stop: t
 
     started = time.perf_counter()
     tokenizer = active.tokenizer
-    text = prompt_text(tokenizer, with_system(messages, settings.get("system", "")))
+    text = prompt_text(tokenizer, with_system(messages, settings.get("system", "")), active.format)
     enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     stream = TokenStream(tokenizer, on_text)
     with using(active) as model, torch.no_grad():

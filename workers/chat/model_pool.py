@@ -10,6 +10,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.heldout import resolve_format
 from workers.modeling import adapter_base, check_weights, is_adapter, load_full, load_tokenizer
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
@@ -25,13 +26,15 @@ class LoadedBase:
 
 @dataclass(frozen=True)
 class Active:
-    """A target ready to generate: the shared model, which adapter to switch on (None: the base), its tokenizer."""
+    """A target ready to generate: the shared model, which adapter to switch on (None: the base), its tokenizer,
+    and its prompt format (text after pretrain or without a chat template, else chat)."""
 
     label: str
     base: LoadedBase
     adapter: str | None
     tokenizer: object
     reused_base: bool
+    format: str
 
 
 class ModelPool:
@@ -57,8 +60,9 @@ class ModelPool:
         else:
             reused = path in self._bases
             loaded, adapter = self._base(path, trust), None
-        return Active(target.get("label") or Path(path).name, loaded, adapter, self._tokenizer(path, target, trust),
-                      reused)
+        tokenizer = self._tokenizer(path, target, trust)
+        return Active(target.get("label") or Path(path).name, loaded, adapter, tokenizer, reused,
+                      resolve_format("auto", target.get("kind"), tokenizer))
 
     def _base(self, path: str, trust: bool) -> LoadedBase:
         if path not in self._bases:

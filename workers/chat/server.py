@@ -116,7 +116,7 @@ class ChatServer:
         self.active = self.pool.activate(target)
         self.channel.send("loaded", rid, label=self.active.label, load_s=round(time.perf_counter() - started, 4),
                           reused_base=self.active.reused_base, adapter=self.active.adapter is not None,
-                          chat_template=bool(getattr(self.active.tokenizer, "chat_template", None)))
+                          format=self.active.format)
 
     def _generate(self, rid: int, request: dict) -> None:
         from workers.chat.generate import generate_reply
