@@ -287,6 +287,22 @@ async def test_small_terminal_still_shows_the_essentials(gate_run):
             assert words in text, words  # the picker stays, in short words; help leads the footer
 
 
+@pytest.mark.parametrize("size", [BIG, SMALL])
+async def test_zoom_gives_the_chart_or_the_focused_log_the_screen(finished_run, size):
+    app = make_app(finished_run)
+    async with app.run_test(size=size) as pilot:
+        await attached(pilot)
+        screen = run_screen(app)
+        await pilot.press("z")
+        assert screen.maximized is screen.query_one("#chart-box") and "Curriculum" not in screen_text(app)
+        assert "z zoom" in " ".join(screen_text(app).split())
+        await pilot.press("z")
+        assert screen.maximized is None and "Curriculum" in screen_text(app)
+        screen.query_one(LogTail).focus()
+        await pilot.press("z")
+        assert screen.maximized is screen.query_one("#log-box") and "Metrics" not in screen_text(app)
+
+
 def test_hardware_lines_fit_the_80_column_panel():
     """Eight GPUs (a made-up sample: no GPU here) in lines of at most 24 cells, the small panel's width."""
     gpus = tuple(GpuView(i, "H100", (70.2 + i) * GIB, 80 * GIB, 97.0) for i in range(8))

@@ -302,11 +302,11 @@ def _part_words(k: int, part: SeriesView, x: float) -> str:
     return f" · [{PART_COLOURS[k % len(PART_COLOURS)]}]{name} {short_number(part.ys[nearest(part.xs, x)])}[/]"
 
 
-def chart_caption(options: ChartOptions, plan: ChartPlan, cursor: bool) -> str:
+def chart_caption(options: ChartOptions, plan: ChartPlan, cursor: bool, zoomed: bool = False) -> str:
     """The chart's keys with their state (bright when on), and what the drawing leaves out."""
     words = [_key("e", "EMA", options.smooth), _key("l", "log", plan.log),
              _key("y", "scale per stage" if plan.per_stage else "scale shared", plan.per_stage),
-             _key("x", "cursor", cursor)]
+             _key("x", "cursor", cursor), _key("z", "zoom", zoomed)]
     if plan.log_refused:
         words.append("[$warning]log needs values > 0[/]")
     if plan.clipped:

@@ -55,6 +55,7 @@ KEYS = [
              ("[ ]  1–9", "previous / next metric, or pick one"),
              ("e  l  y", "chart: smoothing, log y, y scale per stage / shared"),
              ("x  then ← →", "step cursor on the chart; its title reads the value"),
+             ("z", "zoom: the chart full screen (the log or events when focused); z again restores"),
              ("g", "open the pending gate"),
              ("o", "rollouts of the stage (grpo): prompts, tool calls, rewards"),
              ("c", "chat with a checkpoint of the run"), ("m", "compare checkpoints on the same prompts"),

@@ -63,6 +63,7 @@ class RunScreen(Screen):
         Binding("l", "chart('log')", "Chart: log y", show=False),
         Binding("y", "chart('per_stage')", "Chart: y scale per stage / shared", show=False),
         Binding("x", "chart_cursor", "Chart: step cursor (← →)", show=False),
+        Binding("z", "zoom", "Zoom: chart, log or events full screen", show=False),
         *[Binding(str(n), f"pick_metric({n - 1})", show=False) for n in range(1, 10)],
     ]
 
@@ -192,8 +193,9 @@ class RunScreen(Screen):
         chart.show(ChartData(self.metric, series, snap.stages, thresholds, parts))
         box = self.query_one("#chart-box")
         _retitle(box, chart.title(metric_label(self.metric), snap.running_stage))
-        if box.border_subtitle != chart.caption():
-            box.border_subtitle = chart.caption()
+        caption = chart.caption(zoomed=self.maximized is box)
+        if box.border_subtitle != caption:
+            box.border_subtitle = caption
 
     def metric_names(self) -> list[str]:
         """The six training metrics, then every eval metric seen so far (reward parts are drawn under reward)."""
@@ -295,6 +297,17 @@ class RunScreen(Screen):
             self.query_one(CurriculumPanel).focus()
         else:
             chart.focus()
+
+    def action_zoom(self) -> None:
+        """The chart full screen (the log or events instead when one has focus); again to restore."""
+        if self.maximized is not None:
+            self.minimize()
+        else:
+            focused = self.focused
+            panel = next((p for p in (self.query_one("#log-box"), self.query_one("#events"))
+                          if focused is not None and (focused is p or p in focused.ancestors)), None)
+            self.maximized = panel or self.query_one("#chart-box")
+        self._draw_chart()
 
     @on(MetricChart.ViewChanged)
     def _chart_view_changed(self) -> None:

@@ -91,9 +91,9 @@ class MetricChart(Widget, can_focus=True):
             return f"Metrics · {label}"
         return chart_title(label, self.data, self.plan, self.cursor_x, running)
 
-    def caption(self) -> str:
+    def caption(self, zoomed: bool = False) -> str:
         """The chart's keys and their state, for the border under it."""
-        return chart_caption(self.options, self.plan, self.cursor_x is not None) if self.plan else ""
+        return chart_caption(self.options, self.plan, self.cursor_x is not None, zoomed) if self.plan else ""
 
     # -- the step cursor ----------------------------------------------------------------------
     def on_focus(self) -> None:
