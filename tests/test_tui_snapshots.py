@@ -4,7 +4,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
+from core.chat_client import CompareResult
+from core.targets import Target
 from tui.app import CockpitApp
+from tui.compare_screen import CompareFinished, CompareScreen
 from recorded import T0, FakeClock, build_recorded_run, wait_until
 from tui.screens.gate import GateScreen
 from tui.screens.run import RunScreen
@@ -69,3 +72,37 @@ def test_runs_screen(snap_compare, runs, monkeypatch):
     d, _, _ = runs
     monkeypatch.chdir(d.parent)  # the header shows the runs directory: keep it the same every time
     assert snap_compare(app_for(Path("runs")), terminal_size=(120, 40), run_before=_runs_ready)
+
+
+def test_gate_prompt_small_terminal(snap_compare, runs):
+    d, gate, _ = runs
+    assert snap_compare(app_for(d, gate), terminal_size=(80, 24), run_before=_gate_ready)
+
+
+def recorded_comparison() -> CompareResult:
+    """A comparison as the chat worker returns it (made up here: the recorded run has no weights to load)."""
+    targets = [Target("base", "/m/base"), Target("sft", "/m/sft", stage="sft", kind="sft"),
+               Target("dpo", "/m/dpo", stage="dpo", kind="dpo")]
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in ((7, 9), (23, 45), (57, 12), (81, 9))]
+    outputs = [["7+9=16", "23+45=", "57+12=", "81+9="], ["7+9=16=10+6", "23+45=68", "57+12=79", "81+9=90"],
+               ["7+9=16", "23+45=68", "57+12=69", "81+9=90"]]
+    results = [{"outputs": out, "right": [o.rsplit("=", 1)[-1] == r["answer"] for o, r in zip(out, rows)],
+                "format": "chat", "perplexity": ppl, "answered": 4, "reward": None, "mean_length": 8.0,
+                "accuracy": sum(o.rsplit("=", 1)[-1] == r["answer"] for o, r in zip(out, rows)) / 4}
+               for out, ppl in zip(outputs, (9.1, 1.2, 1.1))]
+    return CompareResult(targets, rows, results, [None, 0.92, 0.925], 1.5, 1, "builtin:arithmetic-eval")
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_compare_screen(snap_compare, runs, size):
+    d, _, done = runs
+
+    async def compared(pilot):
+        await _run_screen_ready(pilot)
+        screen = CompareScreen(done, auto_start=False)
+        await pilot.app.push_screen(screen)
+        await wait_until(pilot, lambda: "checkpoints" in str(screen.query_one("#compare-status").render()))
+        screen.post_message(CompareFinished(recorded_comparison()))
+        await wait_until(pilot, lambda: screen.result is not None)
+
+    assert snap_compare(app_for(d, done), terminal_size=size, run_before=compared)

@@ -55,6 +55,7 @@ class CompareScreen(Screen):
 
     DEFAULT_CSS = """
     CompareScreen #compare-targets { width: 30; border: round $primary; }
+    CompareScreen.-compact #compare-targets { width: 20; }
     CompareScreen #compare-status { height: 1; color: $text-muted; }
     CompareScreen #compare-results { height: 1fr; }
     """
@@ -82,6 +83,9 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self._list_targets()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < 100, "-compact")  # 80 columns: the tables get the width
 
     def on_unmount(self) -> None:
         if self._owns_worker and self._worker is not None:

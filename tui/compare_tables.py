@@ -26,16 +26,19 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def metrics_table(result: CompareResult) -> Table:
-    """One row per target: accuracy (and the one the stage's eval recorded), perplexity, reward, output length."""
-    table = Table(title=f"metrics on {result.source}", title_justify="left", expand=False)
-    for name in ("target", "accuracy", "eval recorded", "perplexity", "reward", "mean chars", "answered"):
+    """One row per target: accuracy (and the one the stage's eval recorded), perplexity, reward, output length;
+    short headers, so that 80 columns hold it beside the target list."""
+    answered = result.results[0]["answered"] if result.results else 0
+    table = Table(title=f"metrics on {result.source} ({answered} prompts with an answer; recorded: the accuracy "
+                  "the stage's own eval recorded)", title_justify="left", expand=False)
+    for name in ("target", "accuracy", "recorded", "ppl", "reward", "chars"):
         table.add_column(name, justify="left" if name == "target" else "right")
     best = _best_accuracy(result)
     for target, res, recorded in zip(result.targets, result.results, result.recorded):
         accuracy = Text(_fmt(res["accuracy"]), style="bold green" if best is not None and res["accuracy"] == best
                         else "")
         table.add_row(target.label, accuracy, _fmt(recorded), _fmt(res["perplexity"]), _fmt(res["reward"]),
-                      _fmt(res["mean_length"], 1), str(res["answered"]))
+                      _fmt(res["mean_length"], 1))
     return table
 
 
