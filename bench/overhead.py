@@ -1,16 +1,20 @@
 """Cockpit overhead: the same SFT work run by a bare TRL script and by `cockpit run --batch`, side by side.
 
-    .venv/bin/python bench/overhead.py [--steps 200] [--batch-size 32]
+    .venv/bin/python bench/overhead.py [--steps 200] [--batch-size 32] [--pairs 5]
 
 Both train builtin:tiny-qwen3 with LoRA r=16 on builtin:arithmetic-chat for `--steps` steps, no
 checkpoints, no eval. Per-step time comes from each run's `train_runtime`; end-to-end is the wall
-time of each process (imports, model creation, supervisor, store included).
+time of each process (imports, model creation, supervisor, store included). `--pairs` pairs run one
+after another, the order alternating (bare first, then cockpit first, ...) so that a drift of the
+machine's speed hits both sides alike; every pair is printed, then the median ratio and its spread.
+Run it alone: on 2 cores anything beside it shows up as overhead.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,19 +76,42 @@ def run_cockpit(steps: int, batch: int, where: Path) -> tuple[float, float]:
         return store.final_metrics("sft")["train_runtime"], wall
 
 
+def run_pair(n: int, opts: argparse.Namespace, where: Path) -> dict:
+    """One bare run and one cockpit run, bare first in even pairs, cockpit first in odd ones."""
+    sides = {"bare": run_bare, "cockpit": run_cockpit}
+    order = ["bare", "cockpit"] if n % 2 == 0 else ["cockpit", "bare"]
+    result = {}
+    for side in order:
+        folder = where / f"{n}-{side}"
+        folder.mkdir()
+        result[side] = sides[side](opts.steps, opts.batch_size, folder)
+    return {"order": order, **result}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="training steps per run")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per step")
+    parser.add_argument("--pairs", type=int, default=5, help="bare/cockpit pairs, alternating which goes first")
     opts = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    print(f"{'pair':6}{'first':9}{'bare ms/step':>14}{'cockpit ms/step':>17}{'ratio':>8}"
+          f"{'bare s':>9}{'cockpit s':>11}{'ratio':>8}", flush=True)
+    step_ratios, wall_ratios = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        bare_train, bare_wall = run_bare(opts.steps, opts.batch_size, Path(tmp) / "bare")
-        cockpit_train, cockpit_wall = run_cockpit(opts.steps, opts.batch_size, Path(tmp))
-    print(f"{'':12}{'per step (ms)':>15}{'end to end (s)':>16}")
-    print(f"{'bare TRL':12}{1000 * bare_train / opts.steps:15.1f}{bare_wall:16.1f}")
-    print(f"{'cockpit':12}{1000 * cockpit_train / opts.steps:15.1f}{cockpit_wall:16.1f}")
-    print(f"{'ratio':12}{cockpit_train / bare_train:15.3f}{cockpit_wall / bare_wall:16.3f}")
+        for n in range(opts.pairs):
+            pair = run_pair(n, opts, Path(tmp))
+            (bare_train, bare_wall), (cockpit_train, cockpit_wall) = pair["bare"], pair["cockpit"]
+            step_ratios.append(cockpit_train / bare_train)
+            wall_ratios.append(cockpit_wall / bare_wall)
+            print(f"{n + 1:<6}{pair['order'][0]:9}{1000 * bare_train / opts.steps:14.1f}"
+                  f"{1000 * cockpit_train / opts.steps:17.1f}{step_ratios[-1]:8.3f}{bare_wall:9.1f}"
+                  f"{cockpit_wall:11.1f}{wall_ratios[-1]:8.3f}", flush=True)
+    print(f"per-step ratio cockpit/bare: median {statistics.median(step_ratios):.3f}, "
+          f"range {min(step_ratios):.3f}-{max(step_ratios):.3f}")
+    print(f"end-to-end ratio cockpit/bare: median {statistics.median(wall_ratios):.3f}, "
+          f"range {min(wall_ratios):.3f}-{max(wall_ratios):.3f}")
 
 
 if __name__ == "__main__":
