@@ -283,7 +283,8 @@ async def test_small_terminal_still_shows_the_essentials(gate_run):
         assert "Approve" in screen_text(app) and "Reject" in screen_text(app)
         await pilot.press("escape")
         text = " ".join(screen_text(app).split())
-        for words in ("gate pending", "supervisor silent", "no GPU", "Metrics · loss", "Detach", "? Help", "1 loss", "3 grad", "8 acc"):
+        for words in ("gate pending", "supervisor silent", "no GPU", "Metrics · loss", "Detach", "? Help", "1 loss",
+                      "3 grad", "8 acc"):
             assert words in text, words  # the picker stays, in short words; help leads the footer
 
 

@@ -61,12 +61,13 @@ def hardware_text(hw: HardwareView | None, run_live: bool) -> str:
     """Lines of at most 24 characters (the panel's width at 80 columns): one per GPU under a header, then CPU."""
     if hw is None:
         return "[dim]no hardware sample yet[/]"
-    lines = ["[$warning]no GPU[/] — CPU only"] if not hw.gpus else [f"[dim]{'':2}{'GPU memory':<12}{'use':>4} {'util':>4}[/]"]
+    head = f"[dim]{'':2}{'GPU memory':<12}{'use':>4} {'util':>4}[/]"
+    lines = [head] if hw.gpus else ["[$warning]no GPU[/] — CPU only"]
     for gpu in hw.gpus:
         frac = gpu.mem_used / gpu.mem_total if gpu.mem_total else 0.0
         util = f"{gpu.util:.0f}%" if gpu.util is not None else "-"
-        lines.append(f"{gpu.index:<2}{_memory_pair(gpu.mem_used, gpu.mem_total):<12}[{_load_style(frac)}]{frac:>4.0%}[/]"
-                     f" {util:>4}")
+        memory = _memory_pair(gpu.mem_used, gpu.mem_total)
+        lines.append(f"{gpu.index:<2}{memory:<12}[{_load_style(frac)}]{frac:>4.0%}[/] {util:>4}")
     cpu = f"{hw.cpu:.0f}%" if hw.cpu is not None else "-"
     lines.append(f"CPU {cpu}  RSS {size(hw.rss)}")
     where = f"{escape(hw.stage or '-')}, {hw.procs or 0} procs"
