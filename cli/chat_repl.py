@@ -5,14 +5,12 @@ import json
 import sys
 from pathlib import Path
 
-from core.chat_client import ChatSession, ChatWorker, GenerationSettings, check_prompts_file, prompt_set, run_compare
+from core.chat_client import (TEXT_MODEL_NOTE, ChatSession, ChatWorker, GenerationSettings, check_prompts_file,
+                              prompt_set, run_compare)
 from core.runs import runs_dir
 from core.targets import MAX_COMPARED, resolve_target, resolve_targets
 
 TARGET_HELP = "RUN:STAGE, RUN:STAGE@STEP, RUN:base, or a model folder (RUN may be 'latest')"
-
-
-TEXT_MODEL_NOTE = "a text model (no chat format): it continues what you type, e.g. '37+48='"
 
 
 def add_chat_commands(sub) -> None:

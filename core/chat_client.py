@@ -258,6 +258,8 @@ class PromptSet:
     source: str
 
 
+TEXT_MODEL_NOTE = "a text model (no chat format): it continues what you type, e.g. '37+48='"
+"""What the CLI and the chat screen say when a target loads in text format (a pretrain stage)."""
 PER_PROMPT = ("outputs", "right")  # a target's lists with one entry per prompt
 
 

@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from core.chat_client import ChatSession, ChatWorker, GenerationSettings, Reply
+from core.chat_client import TEXT_MODEL_NOTE, ChatSession, ChatWorker, GenerationSettings, Reply
 from core.runs import RunPaths
 from core.targets import Target, run_targets
 
@@ -178,7 +178,7 @@ class ChatScreen(Screen):
     def on_target_loaded(self, message: TargetLoaded) -> None:
         self.target = message.target
         shared = ", base shared" if message.reused_base else ""
-        text = " · a text model: it continues what you type (e.g. 37+48=)" if message.text_model else ""
+        text = f" · {TEXT_MODEL_NOTE}" if message.text_model else ""
         self._status(f"{message.target.label} loaded in {message.load_s:.2f} s{shared}{text}")
         chat_input = self.query_one("#chat-input", Input)
         chat_input.disabled = False

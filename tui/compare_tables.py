@@ -52,7 +52,9 @@ def outputs_table(result: CompareResult, limit: int | None = None, only_notable:
     (or alone), each output marked right or wrong against the answer, text differing from the first target
     highlighted."""
     order = shown_prompts(result, only_notable)
-    table = Table(show_lines=True, expand=True, title=_outputs_title(result, only_notable), title_justify="left")
+    notable = len(order) if only_notable else sum(result.notable(i) for i in order)
+    table = Table(show_lines=True, expand=True, title=_outputs_title(result, notable, only_notable),
+                  title_justify="left")
     table.add_column("prompt", ratio=1)
     for target in result.targets:
         table.add_column(target.label, ratio=1)
@@ -72,11 +74,11 @@ def shown_prompts(result: CompareResult, only_notable: bool) -> list[int]:
     notable = [i for i in range(len(result.rows)) if result.notable(i)]
     if only_notable:
         return notable
-    return notable + [i for i in range(len(result.rows)) if i not in set(notable)]
+    first = set(notable)
+    return notable + [i for i in range(len(result.rows)) if i not in first]
 
 
-def _outputs_title(result: CompareResult, only_notable: bool) -> str:
-    notable = sum(result.notable(i) for i in range(len(result.rows)))
+def _outputs_title(result: CompareResult, notable: int, only_notable: bool) -> str:
     return (f"outputs: {notable} of {len(result.rows)} prompts differ or have a wrong answer, "
             f"{'only those' if only_notable else 'those first'} (✓ right, ✗ wrong; highlighted: differs from "
             f"{result.targets[0].label})")

@@ -52,14 +52,25 @@ def short_number(v: float | None) -> str:
     return f"{v:.4g}"
 
 
+def size_unit(nbytes: float) -> tuple[float, str]:
+    """The binary unit a size reads best in, and its scale: (1024 ** 3, "GiB") for 80 GB."""
+    for power, unit in enumerate(("B", "KiB", "MiB", "GiB")):
+        if abs(nbytes) < 1024 ** (power + 1):
+            return 1024.0 ** power, unit
+    return 1024.0 ** 4, "TiB"
+
+
 def size(nbytes: float | None) -> str:
     if nbytes is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return "-"
+    scale, unit = size_unit(nbytes)
+    return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes / scale:.1f} {unit}"
+
+
+def size_pair(used: float, total: float) -> str:
+    """'12.3/80 GiB': used and total in the total's unit."""
+    scale, unit = size_unit(total)
+    return f"{used / scale:.1f}/{total / scale:.0f} {unit}"
 
 
 def elapsed_stamp(ts: float, origin: float) -> str:

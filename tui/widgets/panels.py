@@ -7,7 +7,7 @@ from textual.widgets import Static
 from core.events import RUN_LIVE
 from core.run_state import HardwareView
 from core.units import duration
-from tui.format import metric_label, short_metric_label, size, status_look
+from tui.format import metric_label, short_metric_label, size, size_pair, status_look
 from tui.state import RunSnapshot
 
 STALE_HEARTBEAT_S = 30.0
@@ -66,20 +66,12 @@ def hardware_text(hw: HardwareView | None, run_live: bool) -> str:
     for gpu in hw.gpus:
         frac = gpu.mem_used / gpu.mem_total if gpu.mem_total else 0.0
         util = f"{gpu.util:.0f}%" if gpu.util is not None else "-"
-        memory = _memory_pair(gpu.mem_used, gpu.mem_total)
-        lines.append(f"{gpu.index:<2}{memory:<12}[{_load_style(frac)}]{frac:>4.0%}[/] {util:>4}")
+        lines.append(f"{gpu.index:<2}{size_pair(gpu.mem_used, gpu.mem_total):<12}[{_load_style(frac)}]{frac:>4.0%}[/] {util:>4}")
     cpu = f"{hw.cpu:.0f}%" if hw.cpu is not None else "-"
     lines.append(f"CPU {cpu}  RSS {size(hw.rss)}")
     where = f"{escape(hw.stage or '-')}, {hw.procs or 0} procs"
     lines.append(f"[dim]{where if run_live else 'last seen: ' + where}[/]")
     return "\n".join(lines)
-
-
-def _memory_pair(used: float, total: float) -> str:
-    """'12.3/80 GiB': used and total in the total's unit."""
-    unit, scale = next((u, 1024.0 ** p) for p, u in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "B"))
-                       if total >= 1024.0 ** p or p == 0)
-    return f"{used / scale:.1f}/{total / scale:.0f} {unit}"
 
 
 def _load_style(fraction: float) -> str:

@@ -59,17 +59,16 @@ def score(model, tokenizer, rows: list[dict], spec: EvalSpec, kind: str | None) 
         model.train(was_training)
     graded = [i.prompt + o if fmt == "text" else o for i, o in zip(items, outputs)]
     answered = [k for k, r in enumerate(rows) if str(r.get("answer", "")).strip()]
-    answers = [rows[k]["answer"] for k in answered]
-    return {"outputs": outputs, "right": right_answers(graded, rows, answered), "format": fmt, "perplexity": ppl,
-            "answered": len(answered), **answer_metrics([graded[k] for k in answered], answers),
-            "mean_length": _mean([len(o) for o in outputs])}
+    graded_answered, answers = [graded[k] for k in answered], [rows[k]["answer"] for k in answered]
+    return {"outputs": outputs, "right": right_answers(graded_answered, answers, answered, len(rows)),
+            "format": fmt, "perplexity": ppl, "answered": len(answered),
+            **answer_metrics(graded_answered, answers), "mean_length": _mean([len(o) for o in outputs])}
 
 
-def right_answers(graded: list[str], rows: list[dict], answered: list[int]) -> list[bool | None]:
+def right_answers(graded: list[str], answers: list, answered: list[int], rows: int) -> list[bool | None]:
     """Per row: whether the output's final number is the answer (None where the row has no answer)."""
-    right: list[bool | None] = [None] * len(rows)
-    hits = exact_match(None, [graded[k] for k in answered], answer=[rows[k]["answer"] for k in answered])
-    for k, hit in zip(answered, hits):
+    right: list[bool | None] = [None] * rows
+    for k, hit in zip(answered, exact_match(None, graded, answer=answers)):
         right[k] = hit >= 1.0
     return right
 
