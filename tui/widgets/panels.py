@@ -66,7 +66,8 @@ def hardware_text(hw: HardwareView | None, run_live: bool) -> str:
     for gpu in hw.gpus:
         frac = gpu.mem_used / gpu.mem_total if gpu.mem_total else 0.0
         util = f"{gpu.util:.0f}%" if gpu.util is not None else "-"
-        lines.append(f"{gpu.index:<2}{size_pair(gpu.mem_used, gpu.mem_total):<12}[{_load_style(frac)}]{frac:>4.0%}[/] {util:>4}")
+        memory = size_pair(gpu.mem_used, gpu.mem_total)
+        lines.append(f"{gpu.index:<2}{memory:<12}[{_load_style(frac)}]{frac:>4.0%}[/] {util:>4}")
     cpu = f"{hw.cpu:.0f}%" if hw.cpu is not None else "-"
     lines.append(f"CPU {cpu}  RSS {size(hw.rss)}")
     where = f"{escape(hw.stage or '-')}, {hw.procs or 0} procs"
