@@ -45,6 +45,7 @@ async def _gate_ready(pilot):
 async def _runs_ready(pilot):
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, RunsScreen) and len(pilot.app.screen.rows) == 2)
     table, previous = pilot.app.screen.query_one(DataTable), None
+    await wait_until(pilot, lambda: table.row_count == 2)  # the screen has its rows before the table does
     for _ in range(50):  # let the table lay its columns out for the rows just added (slower on a busy machine)
         await pilot.pause()
         layout = (table.virtual_size, tuple(c.get_render_width(table) for c in table.columns.values()))

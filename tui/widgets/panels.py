@@ -70,8 +70,9 @@ def hardware_text(hw: HardwareView | None, run_live: bool) -> str:
         lines.append(f"{gpu.index:<2}{memory:<12}[{_load_style(frac)}]{frac:>4.0%}[/] {util:>4}")
     cpu = f"{hw.cpu:.0f}%" if hw.cpu is not None else "-"
     lines.append(f"CPU {cpu}  RSS {size(hw.rss)}")
-    where = f"{escape(hw.stage or '-')}, {hw.procs or 0} procs"
-    lines.append(f"[dim]{where if run_live else 'last seen: ' + where}[/]")
+    procs = hw.procs or 0
+    where = f"{escape(hw.stage or '-')}, {procs} proc{'s' if procs != 1 else ''}"
+    lines.append(f"[dim]{where if run_live else 'last: ' + where}[/]")
     return "\n".join(lines)
 
 
