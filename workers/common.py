@@ -1,10 +1,11 @@
 """The lifecycle every worker shares: read spec, open store, setup -> train -> save final -> eval -> cleanup.
 
-A worker module defines `main(spec) -> int` and ends with `sys.exit(entry(main))`. Only rank 0
+A worker module defines `main(spec) -> int` and ends with `leave(entry(main))`. Only rank 0
 writes events and final outputs. Exit codes: 0 ok, 1 failure, 2 bad spec/data, 75 out of memory.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from core.errors import SpecError, UserError
 from core.events import EventKind
@@ -97,6 +99,16 @@ def entry(main) -> int:
         return _failure(stage, exc)
     finally:
         stage.close()
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with `code` without tearing the interpreter down object by object: atexit handlers still run and
+    output is flushed, but the ~1 s spent freeing torch, transformers and the model is not (1.13 s vs 0.13 s
+    after the imports alone), and that second sat between every two stages."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def wait_for_ranks() -> bool:

@@ -1,6 +1,5 @@
 """`python -m workers.chat`: the chat worker (see workers/chat/server.py)."""
-import sys
-
 from workers.chat.server import main
+from workers.common import leave
 
-sys.exit(main())
+leave(main())

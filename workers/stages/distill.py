@@ -10,12 +10,11 @@ A teacher that is an adapter is loaded with its adapter chain merged.
 from __future__ import annotations
 
 import shutil
-import sys
 from contextlib import contextmanager
 from functools import partial
 
 from core.datafiles import DataError
-from workers.common import entry
+from workers.common import entry, leave
 from workers.data import training_dataset
 from workers.modeling import is_adapter, load_full, load_options, teacher_source
 from workers.rewards import get_rewards
@@ -118,4 +117,4 @@ def main(stage) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))

@@ -4,9 +4,7 @@ With a LoRA adapter the reference model is the adapter disabled: exactly the par
 """
 from __future__ import annotations
 
-import sys
-
-from workers.common import entry
+from workers.common import entry, leave
 from workers.data import training_dataset
 from workers.policy_samples import mined_dataset, preference_pairs
 from workers.training import peft_config, run_training, training_args
@@ -34,4 +32,4 @@ def main(stage) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))

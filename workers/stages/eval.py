@@ -1,9 +1,7 @@
 """Evaluate the input model only (no training): eval_result events."""
 from __future__ import annotations
 
-import sys
-
-from workers.common import entry, load_input, record_eval, source_step
+from workers.common import entry, leave, load_input, record_eval, source_step
 
 
 def main(stage) -> None:
@@ -14,4 +12,4 @@ def main(stage) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))

@@ -1,10 +1,11 @@
-"""Reinforcement learning with verifiable rewards (GRPOTrainer): rewards and tools by name, rollouts stored."""
+"""Reinforcement learning with verifiable rewards (GRPOTrainer): rewards, tools and an environment by name,
+rollouts stored."""
 from __future__ import annotations
 
-import sys
-
-from workers.common import entry
+from core.registry import ENVIRONMENTS
+from workers.common import entry, leave
 from workers.data import training_dataset
+from workers.functions import load_function
 from workers.policy_samples import mined_dataset, sometimes_solved
 from workers.rewards import get_rewards
 from workers.rollouts import RolloutRecorder
@@ -24,13 +25,14 @@ def build_trainer(stage, loaded):
         data = mined_dataset(stage, loaded, sometimes_solved)
     else:
         data = training_dataset(stage, stage.rows_needed())
-    rewards = get_rewards(config.rewards, stage.spec.sandbox)
+    environment = load_function(config.environment, ENVIRONMENTS, "environment") if config.environment else None
+    trainer = GRPOTrainer(model=loaded.model, reward_funcs=get_rewards(config.rewards, stage.spec.sandbox), args=args,
+                          train_dataset=data, processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded),
+                          tools=get_tools(config.tools) or None, environment_factory=environment)
     keep = config.rollouts
     if keep.samples:
-        rewards = RolloutRecorder(stage, rewards, keep.every or stage.train.logging_steps, keep.samples).funcs
-    return GRPOTrainer(model=loaded.model, reward_funcs=rewards, args=args, train_dataset=data,
-                       processing_class=loaded.tokenizer, peft_config=peft_config(stage, loaded),
-                       tools=get_tools(config.tools) or None)
+        RolloutRecorder(stage, keep.every or stage.train.logging_steps, keep.samples).attach(trainer)
+    return trainer
 
 
 def main(stage) -> None:
@@ -38,4 +40,4 @@ def main(stage) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))

@@ -1,9 +1,7 @@
 """Merge the lineage into one standalone model folder (safetensors, type full)."""
 from __future__ import annotations
 
-import sys
-
-from workers.common import entry, load_input, record_eval, save_final, source_step
+from workers.common import entry, leave, load_input, record_eval, save_final, source_step
 
 
 def main(stage) -> None:
@@ -15,4 +13,4 @@ def main(stage) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))

@@ -1,9 +1,7 @@
 """Pretraining on raw text (SFTTrainer, full fine-tuning unless the stage asks for LoRA)."""
 from __future__ import annotations
 
-import sys
-
-from workers.common import entry
+from workers.common import entry, leave
 from workers.data import training_dataset
 from workers.training import peft_config, run_training, training_args
 
@@ -22,4 +20,4 @@ def main(stage) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))

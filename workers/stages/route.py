@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 
 from core.events import EventKind
 from core.kinds import CHAT_ROWS
 from workers.callback import StoreCallback
-from workers.common import (Stage, entry, quiet_libraries, record_eval, replace_dir, started)
+from workers.common import (Stage, entry, leave, quiet_libraries, record_eval, replace_dir, started)
 from workers.data import load_rows
 from workers.heldout import make_items, resolve_format
 from workers.modeling import count_params, load_full, load_options, load_tokenizer, resolve_source
@@ -107,4 +106,4 @@ def save_routed(stage: Stage, router, tokenizer, source: str, step: int):
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))

@@ -1,10 +1,8 @@
 """Supervised fine-tuning on chats (SFTTrainer, loss on assistant turns only)."""
 from __future__ import annotations
 
-import sys
-
 from core.datafiles import DataError
-from workers.common import entry
+from workers.common import entry, leave
 from workers.data import training_dataset
 from workers.training import peft_config, run_training, training_args
 
@@ -35,4 +33,4 @@ def main(stage) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(entry(main))
+    leave(entry(main))
