@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.dag import BASE
 from core.kinds import CHAT_ROWS, EVAL_ROWS, KIND_NAMES, KINDS, PROMPT_ROWS, data_rows
-from core.registry import reward_columns
+from core.registry import ENVIRONMENTS, reward_columns
 
 REFUSAL_PATTERNS = (r"\bI (?:can(?:no|')t|won't|will not|am not able to|'m not able to)\b", r"\bI(?:'m| am) sorry\b",
                     r"\bas an AI\b", r"\bI must decline\b", r"\b(?:cannot|can't) (?:help|assist) with\b")
@@ -312,6 +312,9 @@ class StageSpec(Strict):
     rollouts: RolloutSpec = Field(default_factory=RolloutSpec, description="grpo: completions stored as events")
     tools: list[str] = Field(default_factory=list, description="grpo: tools the policy may call (registry names, "
                              "file.py:function or package.module:function)")
+    environment: Optional[str] = Field(None, description="grpo: an environment the policy acts in (a registry "
+                                       "name, file.py:Class or package.module:Class with reset, its tools as "
+                                       "methods, optionally get_reward), TRL's environment_factory")
     max_tool_calls: Optional[int] = Field(None, gt=0, description="grpo: tool-calling rounds per rollout (unset = "
                                           "until the policy stops calling)")
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="grpo: passed to the chat "
@@ -339,10 +342,12 @@ class StageSpec(Strict):
 
     def row_fields(self) -> tuple:
         """The fields each row of `data:` must carry: the kind's, or prompts plus the columns the stage's
-        rewards read where it scores completions (RL, on-policy mining)."""
+        rewards (and environment) read where it scores completions (RL, on-policy mining)."""
         if self.kind == "distill":
             return (self.distill or DistillSpec()).rows(reward_columns(self.rewards))
-        return data_rows(self.kind, bool(self.on_policy), reward_columns(self.rewards))
+        columns = reward_columns(self.rewards) + reward_columns([self.environment] if self.environment else [],
+                                                                ENVIRONMENTS)
+        return data_rows(self.kind, bool(self.on_policy), tuple(dict.fromkeys(columns)))
 
 
 class Curriculum(Strict):

@@ -9,7 +9,7 @@ from core.dag import BASE
 from core.datafiles import DataError, read_rows
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import CHAT_ROWS, DISTILL_TRAINERS, EVAL_METRICS, KIND_OPTIONS, KINDS, readers_of
-from core.registry import REWARDS, TOOLS, name_problem, requirement_problem
+from core.registry import ENVIRONMENTS, REWARDS, TOOLS, name_problem, requirement_problem
 from core.trl_settings import setting_problem
 from core.yaml_lines import LocatedYaml
 
@@ -195,15 +195,18 @@ def _check_options(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[
 
 
 def _check_functions(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:
-    """Every reward and tool name resolves now (registry, named file, installed module), not when the stage
-    starts."""
-    uses = [(here + (key,), getattr(stage, key), registry, what)
-            for key, registry, what in (("rewards", REWARDS, "reward"), ("tools", TOOLS, "tool"))
-            if key in KINDS[stage.kind].options]
+    """Every reward, tool and environment name resolves now (registry, named file, installed module), not when
+    the stage starts."""
+    options = KINDS[stage.kind].options
+    uses = [(here + (key, i), name, registry, what)
+            for key, registry, what in (("rewards", REWARDS, "reward"), ("tools", TOOLS, "tool")) if key in options
+            for i, name in enumerate(getattr(stage, key))]
+    if stage.environment and "environment" in options:
+        uses.append((here + ("environment",), stage.environment, ENVIRONMENTS, "environment"))
     if isinstance(stage.eval, EvalSpec):
-        uses.append((here + ("eval", "tools"), stage.eval.tools, TOOLS, "tool"))
-    return [_err(located, where + (i,), problem) for where, names, registry, what in uses
-            for i, name in enumerate(names) if (problem := name_problem(name, registry, what, base_dir))]
+        uses += [(here + ("eval", "tools", i), name, TOOLS, "tool") for i, name in enumerate(stage.eval.tools)]
+    return [_err(located, where, problem) for where, name, registry, what in uses
+            if (problem := name_problem(name, registry, what, base_dir))]
 
 
 def _check_win_rate(stage: StageSpec, here: tuple, located: LocatedYaml, base_dir: Path) -> list[ConfigError]:

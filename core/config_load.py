@@ -12,7 +12,7 @@ from core.config_checks import check_semantics
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import KINDS
 from core.overrides import with_overrides
-from core.registry import REWARDS, TOOLS, absolute_function
+from core.registry import ENVIRONMENTS, REWARDS, TOOLS, absolute_function
 from core.yaml_lines import LocatedYaml, load_located
 
 MAX_STAGES = 128
@@ -147,6 +147,7 @@ def _absolutize_paths(cur: Curriculum, config_dir: Path) -> None:
             stage.eval.data, stage.eval.prompts = fix(stage.eval.data), fix(stage.eval.prompts)
         stage.rewards = [absolute_function(name, REWARDS, config_dir) for name in stage.rewards]
         stage.tools = [absolute_function(name, TOOLS, config_dir) for name in stage.tools]
+        stage.environment = stage.environment and absolute_function(stage.environment, ENVIRONMENTS, config_dir)
         if isinstance(stage.eval, EvalSpec):
             stage.eval.tools = [absolute_function(name, TOOLS, config_dir) for name in stage.eval.tools]
             stage.eval.judge = stage.eval.judge and absolute_function(stage.eval.judge, REWARDS, config_dir)

@@ -72,7 +72,8 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
               metrics=TRAINER_METRICS + ("logits/*", "logps/*", "rewards/*")),
     StageKind("grpo", "online RL with group-relative advantages from reward functions (and tools)", rows=PROMPT_ROWS,
               trainer="GRPOTrainer", adapter=True, scores_data=True,
-              options=("rewards", "on_policy", "rollouts", "tools", "max_tool_calls", "chat_template_kwargs"),
+              options=("rewards", "on_policy", "rollouts", "tools", "environment", "max_tool_calls",
+                       "chat_template_kwargs"),
               metrics=TRAINER_METRICS + ("reward", "reward_std", "kl", "completions/*", "rewards/*",
                                          "frac_reward_zero_std", "clip_ratio/*", "step_time", "tools/*")),
     StageKind("distill", "train the parent against a teacher's next-token distributions (jsd, gkd), or against "

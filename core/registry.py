@@ -1,7 +1,7 @@
-"""The names a curriculum may use for rewards and tools, checked at load time without importing their code.
+"""The names a curriculum may use for rewards, tools and environments, checked at load time without importing their code.
 
-A reward or a tool is one of:
-- a registry name (below), its function in workers/;
+A reward, a tool or an environment is one of:
+- a registry name (below), its function (an environment: its class) in workers/;
 - `path/to/file.py:function`: a file the YAML names explicitly (relative to the YAML), loaded by path;
 - `package.module:function`: a module of an *installed* distribution (`pip install` it). The working
   directory is never searched, so a `pwn.py` next to a YAML someone sent you is not run.
@@ -60,6 +60,11 @@ TOOLS: dict[str, Entry] = {e.name: e for e in (
           sandboxed=True),
 )}
 
+ENVIRONMENTS: dict[str, Entry] = {e.name: e for e in (
+    Entry("arithmetic", "workers.environments:ArithmeticEnv",
+          "a calculator the policy calls; reward 1 when a result it got is the row's answer", columns=("answer",)),
+)}
+
 
 @dataclass(frozen=True)
 class UserFunction:
@@ -108,7 +113,8 @@ def name_problem(name: str, registry: dict[str, Entry], what: str, base_dir: Pat
         return f"{what} {name!r}: {parsed}" if isinstance(parsed, str) else None
     hit = difflib.get_close_matches(name, registry, n=1)
     hint = f"did you mean {hit[0]!r}? " if hit else ""
-    return f"unknown {what} {name!r}; {hint}known: {', '.join(registry)} (or file.py:function, package.module:function)"
+    obj = "Class" if what == "environment" else "function"
+    return f"unknown {what} {name!r}; {hint}known: {', '.join(registry)} (or file.py:{obj}, package.module:{obj})"
 
 
 def requirement_problem(entry: Entry) -> str | None:
@@ -159,9 +165,9 @@ def _tool_found(exe: str) -> str:
     return "found " + (".".join(map(str, version)) if version else "no version")
 
 
-def reward_columns(names: list[str]) -> tuple[str, ...]:
-    """The row fields the registry rewards among `names` read (user rewards declare none)."""
-    return tuple(dict.fromkeys(c for n in names if n in REWARDS for c in REWARDS[n].columns))
+def reward_columns(names: list[str], registry: dict[str, Entry] = REWARDS) -> tuple[str, ...]:
+    """The row fields the registry rewards (or environments) among `names` read (user ones declare none)."""
+    return tuple(dict.fromkeys(c for n in names if n in registry for c in registry[n].columns))
 
 
 def absolute_function(name: str, registry: dict[str, Entry], base_dir: Path) -> str:

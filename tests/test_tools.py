@@ -1,5 +1,6 @@
 """Tools for RL stages: the built-ins, names checked at load, and a grpo stage whose rollouts call them."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,9 +98,10 @@ def test_the_tools_model_carries_qwen3_s_own_chat_template():
 
 
 @pytest.mark.slow
-def test_a_grpo_stage_calls_tools_and_its_rollouts_show_the_calls_and_results(tmp_path):
+def test_a_grpo_stage_in_an_environment_calls_its_tools_and_its_rollouts_show_calls_results_and_rewards(tmp_path):
+    """The recipes' tiny twins drive `tools:`; this one drives `environment:` (its calculator is a method)."""
     config = tmp_path / "tools.yaml"
-    config.write_text(TOOL_RUN)
+    config.write_text(TOOL_RUN.replace("    tools: [calculator]\n", "    environment: arithmetic\n"))
     runs = tmp_path / "runs"
     done = subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -112,7 +114,11 @@ def test_a_grpo_stage_calls_tools_and_its_rollouts_show_the_calls_and_results(tm
     assert any(t.get("tool_calls") and t["tool_calls"][0]["name"] == "calculator" for t in turns), turns
     results = [t["content"] for t in turns if t["role"] == "tool"]
     assert results and all(r.isdigit() or "error" in r for r in results), results
-    assert max(calls) > 0 and {"exact_match", "tool_use"} == set(rollouts[0].data["rewards"])
+    assert max(calls) > 0 and {"exact_match", "tool_use", "ArithmeticEnv"} == set(rollouts[0].data["rewards"])
+    for r in rollouts:  # each rollout's own environment scored it: 1 when a calculator result was the sum asked
+        a, b = map(int, re.findall(r"\d+", r.data["prompt"])[:2])
+        results = [t["content"] for t in r.data["turns"] if t["role"] == "tool"]
+        assert r.data["rewards"]["ArithmeticEnv"] == float(str(a + b) in results), r.data
     with RunStore(run / "run.db") as store:
         evals = {e.name: e for e in store.events(kinds=["eval_result"], stage="grpo")}
     assert evals["eval/tool_calls"].value >= 0.5 and evals["eval/accuracy"].data["samples"] == 16

@@ -1,12 +1,13 @@
 """Rollouts you can read: an RL stage's sampled completions, with every reward's value, as `rollout` events.
 
-The stage's reward functions are wrapped (names kept, so TRL's `rewards/<name>/mean` metrics stay);
-each sees the batch's prompts and completions, and on a step due for recording the first `samples`
-completions are stored once every reward function has scored them.
+The trainer's reward functions (the stage's, and an environment's `get_reward`) are wrapped in place (names
+kept, so TRL's `rewards/<name>/mean` metrics stay); each sees the batch's prompts and completions, and on a
+step due for recording the first `samples` completions are stored once every reward function has scored them.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable
 
 from core.events import EventKind, RolloutTurn
@@ -15,18 +16,25 @@ from core.events import EventKind, RolloutTurn
 class RolloutRecorder:
     """Collects one batch's rewards per step due (every `every` steps) and stores `samples` rollouts."""
 
-    def __init__(self, stage, funcs: list[Callable], every: int, samples: int):
+    def __init__(self, stage, every: int, samples: int):
         self.stage, self.every, self.samples = stage, every, samples
-        self.names = [f.__name__ for f in funcs]
-        self.funcs = [self._wrapped(f) for f in funcs]
+        self.names: list[str] = []
         self._recorded_step: int | None = None
         self._batch: tuple[int, dict[str, list]] | None = None  # (id of the completions, name -> values)
 
-    def _wrapped(self, func: Callable) -> Callable:
+    def attach(self, trainer) -> None:
+        """Wrap the trainer's synchronous reward functions (TRL runs async ones on its own loop; they go
+        unrecorded), each under the name TRL logs it by."""
+        pairs = list(zip(trainer.reward_funcs, trainer.reward_func_names))
+        self.names = [name for func, name in pairs if not inspect.iscoroutinefunction(func)]
+        trainer.reward_funcs = [func if inspect.iscoroutinefunction(func) else self._wrapped(func, name)
+                                for func, name in pairs]
+
+    def _wrapped(self, func: Callable, name: str) -> Callable:
         @functools.wraps(func)
         def reward(prompts, completions, **columns):
-            values = func(prompts, completions, **columns)
-            self._seen(func.__name__, prompts, completions, values)
+            values = func(prompts=prompts, completions=completions, **columns)
+            self._seen(name, prompts, completions, values)
             return values
         return reward
 
