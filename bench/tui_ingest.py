@@ -6,7 +6,8 @@ A writer *process* inserts `--rate` metric events/s (5 metrics a step, committed
 real run store while the cockpit (headless, run_test) is attached. Latency is measured from each
 event's commit time (its `ts`) to the screen refresh that first shows it. Then the writer tops the
 store up to `--points` metric events as fast as it can, and the TUI's RSS is read once caught up.
-Last, the run is marked finished and the TUI's CPU use is measured while it sits idle.
+Last, the run is marked finished and the TUI's CPU use is measured while it sits idle, then a bare
+Textual app's (one line and a footer) for comparison.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import psutil
 from textual import events
+from textual.app import App
+from textual.widgets import Footer, Static
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/recorded.py: the recorded demo run
@@ -106,7 +109,9 @@ async def measure(args) -> dict:
                                  "--seconds", str(args.seconds), "--points", str(args.points)],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
         paced_until[0] = time.time() + args.seconds
+        me, cpu0, t0 = psutil.Process(), sum(psutil.Process().cpu_times()[:2]), time.monotonic()
         keys = await key_latencies(pilot, screen, args.seconds)
+        busy = (sum(me.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0) * 100
         while proc.poll() is None:
             await pilot.pause(0.1)
         written = int(proc.stdout.read().strip() or 0)
@@ -120,7 +125,7 @@ async def measure(args) -> dict:
         await pilot.pause(1.5)
         idle = await idle_cpu(pilot, args.idle)
     return {"events_written": written, "latency_ms": [x * 1000 for x in latencies], "keys_ms": keys,
-            "rss_mb": rss / 2 ** 20, "points_on_screen": points, "idle_cpu_pct": idle}
+            "rss_mb": rss / 2 ** 20, "points_on_screen": points, "idle_cpu_pct": idle, "busy_cpu_pct": busy}
 
 
 async def key_latencies(pilot, screen: RunScreen, seconds: float) -> list[float]:
@@ -147,6 +152,20 @@ async def idle_cpu(pilot, seconds: float) -> float:
     return (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - t0) * 100
 
 
+class BareApp(App):
+    """The floor the idle figure is compared with: a Textual app showing one line and a footer."""
+
+    def compose(self):
+        yield Static("bare")
+        yield Footer()
+
+
+async def bare_idle(seconds: float) -> float:
+    async with BareApp().run_test(size=(120, 40)) as pilot:
+        await pilot.pause(1.5)
+        return await idle_cpu(pilot, seconds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=int, default=5000, help="metric events per second in the paced phase")
@@ -162,12 +181,14 @@ def main() -> None:
     lat, keys = r["latency_ms"], r["keys_ms"]
     print(f"writer: {args.rate} metric events/s for {args.seconds:.0f} s, then up to {r['events_written']:,} events")
     print(f"write->screen latency: p50 {pct(lat, .5):.0f} ms  p99 {pct(lat, .99):.0f} ms  max {max(lat):.0f} ms "
-          f"({len(lat)} refreshes, {len(lat) / args.seconds:.1f}/s)")
+          f"({len(lat)} refreshes, {len(lat) / args.seconds:.1f}/s; the TUI used {r['busy_cpu_pct']:.0f} % of a core)")
     print(f"key->screen latency under load: p50 {pct(keys, .5):.0f} ms  p99 {pct(keys, .99):.0f} ms  "
           f"max {max(keys):.0f} ms ({len(keys)} presses)")
     print(f"TUI RSS after {r['events_written']:,} metric events: {r['rss_mb']:.0f} MB "
           f"({r['points_on_screen']:,} points kept for the charts)")
-    print(f"idle CPU attached to a finished run: {r['idle_cpu_pct']:.2f} % of one core over {args.idle:.0f} s")
+    bare = asyncio.run(bare_idle(args.idle))
+    print(f"idle CPU attached to a finished run: {r['idle_cpu_pct']:.2f} % of one core over {args.idle:.0f} s "
+          f"(a bare Textual app: {bare:.2f} %)")
 
 
 if __name__ == "__main__":

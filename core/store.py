@@ -104,6 +104,11 @@ class RunStore:
         rows = self._read("SELECT key, value FROM meta")
         return {k: _dec(v) for k, v in rows}
 
+    def data_version(self) -> int:
+        """A number that changes when another connection commits (SQLite's `PRAGMA data_version`): one cheap
+        query tells a reader whether anything it would read is new."""
+        return self._read("PRAGMA data_version")[0][0]
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return _dec(rows[0][0]) if rows else default

@@ -65,6 +65,24 @@ def test_poller_reads_a_recorded_run(tmp_path):
     poller.close()
 
 
+def test_poller_reads_the_tables_only_after_a_commit_but_follows_the_log_meanwhile(tmp_path):
+    paths = build_recorded_run(tmp_path, "gate")
+    poller = RunPoller(paths)
+    last = poller.poll().last_event_id
+    reads = []
+    events = poller.store.events
+    poller.store.events = lambda **kw: reads.append(kw) or events(**kw)
+    assert poller.poll() is None and reads == []  # nothing committed: one PRAGMA, no table read
+    with paths.stage_log("sft").open("a") as log:
+        log.write("[sft] a new line\n")
+    snap = poller.poll()
+    assert snap.log_lines[-1] == "[sft] a new line" and snap.last_event_id == last and reads == []
+    with RunStore(paths.db) as store:
+        store.append(EventKind.LOG, stage="sft", now=True, level="info", message="more")
+    assert poller.poll().last_event_id > last and len(reads) == 1
+    poller.close()
+
+
 def test_log_tail_reads_only_whole_new_lines(tmp_path):
     f = tmp_path / "worker.log"
     f.write_text("one\ntw")

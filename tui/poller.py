@@ -62,9 +62,18 @@ class RunPoller:
         self._log_stage: str | None = None
         self._fingerprint: tuple = ()
         self.behind = False  # the last poll stopped at CHUNK rows: more are waiting
+        self._version: int | None = None  # the store's data_version at the last full read
+        self._decision: dict[str, str] = {}
 
     def poll(self, max_chunks: int = 1) -> RunSnapshot | None:
-        """Fold what is new; the snapshot, or None when nothing visible changed."""
+        """Fold what is new; the snapshot, or None when nothing visible changed. While the store is as it was
+        (nothing committed since), only the log is read."""
+        version = self.store.data_version()
+        if version == self._version and not self.behind:
+            following = self._log_stage
+            changed = self._tail_log() or self._log_stage != following
+            return self._snapshot(self._decision) if changed else None
+        self._version = version
         meta = self.store.meta()
         stages = self.store.stages()
         self.state.set_meta(meta)
@@ -77,7 +86,7 @@ class RunPoller:
             if not self.behind:
                 break
         log_grew = self._tail_log()
-        decision = self._decision_sent()
+        decision = self._decision = self._decision_sent()
         fingerprint = (self.state.last_event_id, meta.get("status"), meta.get("heartbeat"),
                        tuple((s["status"], s["attempt"]) for s in stages), self._log_stage, decision)
         if fingerprint == self._fingerprint and not log_grew:

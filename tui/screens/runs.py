@@ -83,6 +83,7 @@ class RunsScreen(Screen):
         self.runs_dir = runs_dir
         self.rows: list[RunRow] = []
         self._wake = threading.Event()
+        self._hidden = False
 
     def compose(self) -> ComposeResult:
         yield Static(f"[b]cockpit[/]  runs in [b]{self.runs_dir}[/]", id="runs-header")
@@ -100,13 +101,21 @@ class RunsScreen(Screen):
         self.workers.cancel_group(self, "list")
         self._wake.set()
 
+    def on_screen_suspend(self) -> None:
+        self._hidden = True  # under a run screen: stop listing (it was most of the idle CPU there)
+
+    def on_screen_resume(self) -> None:
+        self._hidden = False
+        self._wake.set()
+
     @work(thread=True, exclusive=True, group="list", exit_on_error=False, description="listing runs")
     def _list_runs(self) -> None:
         worker = get_current_worker()
         while not worker.is_cancelled:
-            rows = [read_run_row(p) for p in reversed(list_runs(self.runs_dir))]
-            self.post_message(self.RunsListed(rows))
-            self._wake.wait(REFRESH_S)
+            if not self._hidden:
+                rows = [read_run_row(p) for p in reversed(list_runs(self.runs_dir))]
+                self.post_message(self.RunsListed(rows))
+            self._wake.wait(None if self._hidden else REFRESH_S)
             self._wake.clear()
 
     @on(RunsListed)

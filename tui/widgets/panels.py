@@ -14,18 +14,23 @@ STALE_HEARTBEAT_S = 30.0
 
 
 class ChangingText(Static):
-    """A Static that repaints only when its text really changed (updates come ~10 times a second)."""
+    """A Static that repaints only when its text really changed (updates come ~10 times a second). `SIZED_BY_CSS`:
+    the stylesheet fixes its size whatever the text, so a change repaints it alone, without a layout of the
+    whole screen (that layout was most of a live refresh's cost)."""
 
+    SIZED_BY_CSS = False
     _shown: str | None = None
 
     def set_text(self, text: str) -> None:
         if text != self._shown:
             self._shown = text
-            self.update(text)
+            self.update(text, layout=not self.SIZED_BY_CSS)
 
 
 class RunHeader(ChangingText):
     """Run id, status, active stage and whether the supervisor is alive."""
+
+    SIZED_BY_CSS = True  # #run-header: height 1, the screen's width
 
     def show(self, snap: RunSnapshot, now: float) -> None:
         glyph, words, style = status_look(snap.status)
@@ -83,6 +88,8 @@ def _load_style(fraction: float) -> str:
 class MetricPicker(ChangingText):
     """The metrics one can chart, numbered for the 1–9 keys; the chosen one highlighted. Where the full names do
     not fit the width (80 columns), they are shortened ("grad", "acc", "tok/s")."""
+
+    SIZED_BY_CSS = True  # #metric-picker: height 1, the chart box's width
 
     _picked: tuple[tuple[str, ...], str, frozenset[str]] | None = None
 
