@@ -22,6 +22,7 @@ EPILOG = """examples:
   cockpit show latest --json         the run as JSON (stages, metrics, gate decisions)
   cockpit gate latest sft approve    decide a pending manual gate from another terminal
   cockpit rollouts latest grpo       what the RL policy generated at its newest stored step, with rewards
+  cockpit serve                      the cockpit in a browser on http://127.0.0.1:8000 (forward it over SSH)
 exit codes: 0 done, 1 a stage failed, 2 usage or config error, 3 a gate failed or was rejected,
   4 detached from the cockpit while the run goes on, 130 stopped
 """
@@ -92,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stop)
 
     from cli.chat_repl import add_chat_commands
+    from cli.serve import add_serve_command
     add_chat_commands(sub)
+    add_serve_command(sub)
     return parser
 
 
@@ -118,7 +121,8 @@ def _gate_policy(p: argparse.ArgumentParser) -> None:
 
 
 def _interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    """A person is at a terminal, or at a browser page that textual-serve drives (its driver is the terminal)."""
+    return (sys.stdin.isatty() and sys.stdout.isatty()) or "TEXTUAL_DRIVER" in os.environ
 
 
 def cmd_run(args) -> int:
