@@ -1,14 +1,16 @@
 """Stage start-up gap: a 3-stage curriculum with prestarted (warm) workers and with cold starts, side by side.
 
-    .venv/bin/python bench/stage_gap.py [--steps 20] [--rounds 1] [--threads N]
+    .venv/bin/python bench/stage_gap.py [--steps 20] [--rounds 1] [--threads N] [--eval N]
 
-Each round runs the same curriculum (pretrain -> sft -> dpo on builtin data, no eval, no checkpoints)
+Each round runs the same curriculum (pretrain -> sft -> dpo on builtin data, no checkpoints; with
+`--eval N` each stage then answers N held-out questions, as the demo's stages do)
 with `cockpit run --batch` twice: prestart on, then `COCKPIT_PRESTART=0`. For each stage boundary it
 reads from the run store the previous stage's `stage_finished` ts and the next stage's
 `stage_started` and first `metric` ts. The first metric includes one training step; both modes pay it.
 The `start` column is how the next stage's worker actually started (its `stage_started` event):
 on a CPU-only machine a stage after a warm-started one starts cold unless `--threads` leaves a core
-free (see Supervisor._prestart_next).
+free or it evaluates after its final save, long enough for the next interpreter's imports (see
+Supervisor._prestart_next).
 """
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ defaults:
   lora: {{r: 4, alpha: 8}}
   train: {{steps: {steps}, batch_size: 8, logging_steps: 1, max_length: 32, precision: fp32{threads}}}
 stages:
-  - {{name: pretrain, kind: pretrain, data: "builtin:arithmetic-text", lora: false, eval: false}}
-  - {{name: sft, kind: sft, data: "builtin:arithmetic-chat", eval: false}}
-  - {{name: dpo, kind: dpo, data: "builtin:arithmetic-preference", eval: false}}
+  - {{name: pretrain, kind: pretrain, data: "builtin:arithmetic-text", lora: false, eval: {evaluation}}}
+  - {{name: sft, kind: sft, data: "builtin:arithmetic-chat", eval: {evaluation}}}
+  - {{name: dpo, kind: dpo, data: "builtin:arithmetic-preference", eval: {evaluation}}}
 """
 
 
@@ -66,12 +68,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps of each stage")
     parser.add_argument("--rounds", type=int, default=1, help="warm/cold pairs to run (medians are shown)")
     parser.add_argument("--threads", type=int, help="train.threads of every stage (default: all cores)")
+    parser.add_argument("--eval", type=int, default=0, help="held-out answers after each stage (default: none)")
     opts = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     results: dict[str, list] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "stage-gap.yaml"
-        config.write_text(CONFIG.format(steps=opts.steps, threads=f", threads: {opts.threads}" if opts.threads else ""))
+        evaluation = (f'{{data: "builtin:arithmetic-eval", metrics: [accuracy], max_samples: {opts.eval}}}'
+                      if opts.eval else "false")
+        config.write_text(CONFIG.format(steps=opts.steps, threads=f", threads: {opts.threads}" if opts.threads else "",
+                                        evaluation=evaluation))
         for _ in range(opts.rounds):
             for mode, flag in MODES.items():
                 results[mode].append(run_once(config, Path(tmp) / mode, flag))

@@ -153,7 +153,7 @@ class Supervisor:
         self.store.set_meta(worker_pgid=proc.pid, worker_job=proc.ref() if slurm else None)
         self.store.append(EventKind.LOG, stage=stage.name, now=True, level="info",
                           message=f"worker started ({proc.describe()}, attempt {attempt}, {how} start)")
-        self._prestart_next(stage, cold=how == "cold")
+        self._prestart_next(stage, spare_cpu=how == "cold")
         code = self._watch(stage, proc)
         if slurm:
             self.store.set_meta(worker_job=None)
@@ -178,18 +178,18 @@ class Supervisor:
         warm, self._warm = self._warm, None
         return warm.handoff(spec, log)
 
-    def _prestart_next(self, stage: StageSpec, cold: bool) -> None:
+    def _prestart_next(self, stage: StageSpec, spare_cpu: bool) -> None:
         """Prestart the next stage's interpreter where its imports take only CPU this worker leaves idle."""
-        # Idle CPU: this worker is importing too (`cold`), trains on a GPU, or leaves cores free. A
-        # warm-started worker training on every CPU core lost about as much time to the imports, even
-        # under SCHED_IDLE, as the next stage gained; the next stage then starts cold and prestarts the
-        # one after it. torchrun stages (nproc > 1) always start cold.
+        # Idle CPU: this worker is importing too (cold start) or evaluating after its final save
+        # (`spare_cpu`), trains on a GPU, or leaves cores free. A warm-started worker training on every
+        # CPU core lost about as much time to the imports, even under SCHED_IDLE, as the next stage
+        # gained; so there it waits for the final save. torchrun stages (nproc > 1) always start cold.
         upto = self.cur.index(stage.name)
         nxt = self.cur.stages[upto + 1] if upto + 1 < len(self.cur.stages) else None
         if self._warm is not None and (nxt is None or self._warm.stage != nxt.name):
             self._drop_warm()
         threads = pinned_threads(stage.train.threads, stage.train.nproc) * stage.train.nproc
-        idle_cpu = cold or self.hardware.has_gpu or threads < len(os.sched_getaffinity(0))
+        idle_cpu = spare_cpu or self.hardware.has_gpu or threads < len(os.sched_getaffinity(0))
         local = nxt is not None and nxt.launch.via == "local" and nxt.train.nproc == 1
         if self._warm is None and local and idle_cpu and prestart_enabled():
             self._warm = WarmWorker.start(nxt.name, nxt.kind, self.paths.stage_dir(nxt.name) / "prestart.log")
@@ -204,7 +204,8 @@ class Supervisor:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""
         last_step, last_progress, stalled = None, time.monotonic(), False
         job_seen = (None, None)
-        while (code := proc.wait(POLL_S)) is None:
+        final, since = self.paths.stage_final(stage.name), time.time()
+        while (code := self._wait_watching_final(stage, proc, final, since)) is None:
             if isinstance(proc, SlurmWorker):
                 job_seen = self._follow_job(stage, proc, job_seen)
             else:  # a Slurm job's processes are on another machine: nothing here to sample
@@ -222,6 +223,17 @@ class Supervisor:
                                   seconds=round(time.monotonic() - last_progress))
         self.store.flush()
         return code
+
+    def _wait_watching_final(self, stage: StageSpec, proc: WorkerProcess | SlurmWorker, final: Path,
+                             since: float) -> int | None:
+        """`proc.wait(POLL_S)` in quarter slices; as soon as this attempt's final model is written (training is
+        over, the worker evaluates and leaves CPU idle) the next stage's interpreter is prestarted."""
+        for _ in range(4):
+            if (code := proc.wait(POLL_S / 4)) is not None:
+                return code
+            if self._warm is None and _written_since(final, since):
+                self._prestart_next(stage, spare_cpu=True)
+        return None
 
     def _follow_job(self, stage: StageSpec, job: SlurmWorker, seen: tuple) -> tuple:
         """Record a Slurm job's state when it changes (queued, running, ...) with the time since submission; while
@@ -382,3 +394,11 @@ def start_detached(paths: RunPaths, gate_policy: str | None = None) -> int:
     finally:
         lock.release()  # the child's copy keeps the lock held
     return proc.pid
+
+
+def _written_since(path: Path, since: float) -> bool:
+    """`path` exists and was (re)written at or after `since` (a stage's final model, this attempt's)."""
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False
