@@ -109,9 +109,9 @@ async def measure(args) -> dict:
                                  "--seconds", str(args.seconds), "--points", str(args.points)],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
         paced_until[0] = time.time() + args.seconds
-        me, cpu0, t0 = psutil.Process(), sum(psutil.Process().cpu_times()[:2]), time.monotonic()
+        cpu0, t0 = cpu_seconds(), time.monotonic()
         keys = await key_latencies(pilot, screen, args.seconds)
-        busy = (sum(me.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0) * 100
+        busy = (cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
         while proc.poll() is None:
             await pilot.pause(0.1)
         written = int(proc.stdout.read().strip() or 0)
@@ -145,11 +145,15 @@ async def key_latencies(pilot, screen: RunScreen, seconds: float) -> list[float]
     return out
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    return sum(psutil.Process().cpu_times()[:2])
+
+
 async def idle_cpu(pilot, seconds: float) -> float:
-    proc = psutil.Process()
-    c0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+    c0, t0 = cpu_seconds(), time.monotonic()
     await pilot.pause(seconds)
-    return (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - t0) * 100
+    return (cpu_seconds() - c0) / (time.monotonic() - t0) * 100
 
 
 class BareApp(App):

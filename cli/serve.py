@@ -43,8 +43,8 @@ def cmd_serve(args) -> int:
 
 
 def _token(host: str, allow_remote: bool, given: str | None) -> str | None:
-    """None on loopback (no token needed), else the token to require; a wider bind without the flag is an
-    error."""
+    """The token to require: on loopback only the one given (none needed), else the one given or a new one; a
+    wider bind without --allow-remote is an error."""
     if _loopback(host):
         return given
     if not allow_remote:

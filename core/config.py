@@ -345,8 +345,7 @@ class StageSpec(Strict):
         rewards (and environment) read where it scores completions (RL, on-policy mining)."""
         if self.kind == "distill":
             return (self.distill or DistillSpec()).rows(reward_columns(self.rewards))
-        columns = reward_columns(self.rewards) + reward_columns([self.environment] if self.environment else [],
-                                                                ENVIRONMENTS)
+        columns = reward_columns(self.rewards) + reward_columns([self.environment], ENVIRONMENTS)
         return data_rows(self.kind, bool(self.on_policy), tuple(dict.fromkeys(columns)))
 
 

@@ -1,4 +1,5 @@
-"""The names a curriculum may use for rewards, tools and environments, checked at load time without importing their code.
+"""The names a curriculum may use for rewards, tools and environments, checked at load time without importing
+their code.
 
 A reward, a tool or an environment is one of:
 - a registry name (below), its function (an environment: its class) in workers/;

@@ -14,7 +14,7 @@ STALE_HEARTBEAT_S = 30.0
 
 
 class ChangingText(Static):
-    """A Static that repaints only when its text really changed (updates come ~10 times a second). `SIZED_BY_CSS`:
+    """A Static that repaints only when its text really changed (updates come ~20 times a second). `SIZED_BY_CSS`:
     the stylesheet fixes its size whatever the text, so a change repaints it alone, without a layout of the
     whole screen (that layout was most of a live refresh's cost)."""
 
