@@ -153,8 +153,8 @@ async def _browse(port: int, url: str, paths) -> bytes:
             call = _cdp_caller(cdp)
             await call("Emulation.setFocusEmulationEnabled", enabled=True)
             async with asyncio.timeout(60):
-                while not (await call("Runtime.evaluate", expression="document.body.classList.contains("
-                                      "'-first-byte')"))["result"]["value"]:
+                while not (await call("Runtime.evaluate", expression="!!document.body && document.body.classList"
+                                      ".contains('-first-byte')"))["result"].get("value"):  # body: once loaded
                     await asyncio.sleep(0.2)
             await asyncio.sleep(2.0)  # the runs list fills in from its reader thread
             await call("Runtime.evaluate", expression="document.querySelector('.xterm-helper-textarea').focus()")
