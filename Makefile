@@ -2,6 +2,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SKY    ?= .venv-sky
+SKY_STAMP := $(SKY)/.installed
 PIP    := $(PY) -m pip install --quiet --constraint constraints.txt
 
 .PHONY: demo test install clean
@@ -17,8 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/cockpit run configs/demo.yaml || test $$? -eq 4  # 4: you detached, the run goes on
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+# SkyPilot lives in its own environment: it pins click below what huggingface_hub needs (README, Scale)
+$(SKY_STAMP):
+	test -x $(SKY)/bin/python || python3 -m venv $(SKY)
+	$(SKY)/bin/python -m pip install --quiet skypilot==0.14.1
+	touch $(SKY_STAMP)
+
+test: $(STAMP) $(SKY_STAMP)
+	COCKPIT_SKYPILOT_PYTHON=$(SKY)/bin/python $(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(SKY) runs .pytest_cache

@@ -135,7 +135,7 @@ def cmd_run(args) -> int:
 def cmd_check(args) -> int:
     from cli.tables import plan_table
     from core.config_load import load_curriculum
-    cur = load_curriculum(args.config, args.overrides)
+    cur = load_curriculum(args.config, args.overrides, launches=True)
     plan_table(cur)
     steps = sum(s.train.steps for s in cur.stages if KINDS[s.kind].trains)
     print(f"{args.config}: ok ({len(cur.stages)} stages, {steps:,} optimizer steps)")

@@ -155,7 +155,10 @@ def _train_text(stage: StageSpec) -> str:
 
 
 def _launch_text(stage: StageSpec) -> str:
-    """Where a Slurm stage runs: '\nslurm gpu 1×8 GPU' (nothing for a local one)."""
+    """Where a job runs: '\nslurm gpu 1×8 GPU', '\nskypilot 1×H100:8 spot' (nothing for a local stage)."""
+    if stage.launch.via == "skypilot":
+        sky = stage.launch.skypilot
+        return f"\n[dim]skypilot {sky.num_nodes}×{sky.accelerators or 'cpu'}{' spot' if sky.use_spot else ''}[/]"
     if stage.launch.via != "slurm":
         return ""
     s = stage.launch.slurm

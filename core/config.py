@@ -276,11 +276,38 @@ class SlurmSpec(Strict):
                           "the stage's last complete checkpoint")
 
 
-class LaunchSpec(Strict):
-    """How a stage's worker starts: a local subprocess (torchrun for train.nproc > 1), or a Slurm job."""
+class SkyPilotSpec(Strict):
+    """Where and how a stage runs as a SkyPilot managed job (core.skypilot_job builds the task)."""
 
-    via: Literal["local", "slurm"] = "local"
+    bucket: Optional[str] = Field(None, description="required: a bucket (s3://, gs://, r2://, ...) mounted on the "
+                                  "job's nodes; the run's checkpoints and final models live there")
+    accelerators: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][\w.-]*(:\d+(\.\d+)?)?$",
+                                        description="NAME[:COUNT], e.g. H100:8 (unset: CPU only)")
+    infra: Optional[str] = Field(None, description="cloud[/region[/zone]] or k8s (unset: SkyPilot picks)")
+    use_spot: bool = False
+    num_nodes: int = Field(1, gt=0, description="nodes; several run torchrun across them")
+    disk_size: Optional[int] = Field(None, gt=0, description="GB")
+    resources: dict[str, Any] = Field(default_factory=dict, description="more SkyPilot resources fields, e.g. "
+                                      "{memory: 64+, image_id: docker:...}")
+    workdir: str = Field(".", description="the cockpit checkout synced to the nodes (relative to the curriculum)")
+    setup: list[str] = Field(default_factory=lambda: ["pip install -e ."], description="shell lines run once on "
+                             "each node, in the workdir")
+    envs: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list, description="names of environment variables (HF_TOKEN) "
+                               "passed from the supervisor's environment, never written to the run directory")
+    max_restarts_on_errors: int = Field(0, ge=0, description="SkyPilot restarts a failed job this often; a "
+                                        "preempted one is always recovered, resuming from its last checkpoint")
+    python: Optional[str] = Field(None, description="an interpreter with SkyPilot installed (default: "
+                                  "$COCKPIT_SKYPILOT_PYTHON, else the one behind `sky` on PATH)")
+
+
+class LaunchSpec(Strict):
+    """How a stage's worker starts: a local subprocess (torchrun for train.nproc > 1), a Slurm job, or a
+    SkyPilot managed job."""
+
+    via: Literal["local", "slurm", "skypilot"] = "local"
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+    skypilot: SkyPilotSpec = Field(default_factory=SkyPilotSpec)
 
 
 class Defaults(Strict):
@@ -366,6 +393,9 @@ class Curriculum(Strict):
 
     def stage(self, name: str) -> StageSpec:
         return next(s for s in self.stages if s.name == name)
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
 
     def index(self, name: str) -> int:
         return [s.name for s in self.stages].index(name)

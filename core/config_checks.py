@@ -38,6 +38,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         errors += _check_data(stage, here, located, base_dir)
         errors += _check_gate(stage, here, names, located)
         errors += _check_gate_metrics(cur, stage, here, names, located)
+        errors += _check_launch(cur, stage, here, located)
         names.append(stage.name)
     if errors:
         raise ConfigErrors(errors)
@@ -332,6 +333,45 @@ def _unrecorded(stage: StageSpec, metric: str) -> str | None:
     hit = difflib.get_close_matches(metric, kind.metric_names(on_policy), n=1)
     hint = f" (did you mean {hit[0]!r}?)" if hit else f"; it records {', '.join(kind.metric_names(on_policy))}"
     return f"a {stage.kind} stage never records {metric!r}{hint}"
+
+
+def _check_launch(cur: Curriculum, stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """A SkyPilot stage names its bucket; a stage elsewhere cannot read a model a SkyPilot stage left in one."""
+    launch = _launch_loc(located, here[1])
+    if stage.launch.via == "skypilot":
+        if not stage.launch.skypilot.bucket:
+            return [_err(located, launch + ("via",), "a SkyPilot stage needs launch.skypilot.bucket (s3://..., "
+                         "gs://...): its checkpoints and final model are kept there")]
+        return []
+    remote = [n for n in stage.needs() if n in cur.names() and cur.stage(n).launch.via == "skypilot"]
+    return [_err(located, launch + ("via",), f"{remote[0]!r} runs on SkyPilot and leaves its model in its bucket; "
+                 f"run {stage.name!r} there too (launch: {{via: skypilot}})")] if remote else []
+
+
+def check_launches(cur: Curriculum, located: LocatedYaml) -> None:
+    """Each SkyPilot stage's task as SkyPilot itself reads it (its schema, resources, accelerators); slow
+    (SkyPilot's own interpreter starts), so `check` and `run` ask for it, not every load."""
+    from core.skypilot_job import placeholder_task, validate
+    from core.slurm_job import SubmitError
+
+    sky = [i for i, stage in enumerate(cur.stages) if stage.launch.via == "skypilot"]
+    if not sky:
+        return
+    python = cur.stages[sky[0]].launch.skypilot.python
+    try:
+        verdicts = validate([placeholder_task(cur.stages[i]) for i in sky], python)
+    except SubmitError as exc:
+        raise ConfigErrors([_err(located, _launch_loc(located, sky[0]) + ("via",), str(exc))]) from None
+    errors = {str(e): e for e in (_err(located, _launch_loc(located, i) + ("skypilot",),
+                                       f"SkyPilot rejects the task: {v['error']}")
+                                  for i, v in zip(sky, verdicts) if "error" in v)}  # once per place written
+    if errors:
+        raise ConfigErrors(list(errors.values()))
+
+
+def _launch_loc(located: LocatedYaml, i: int) -> tuple:
+    """Where stage i's launch is written: on the stage, else in defaults."""
+    return ("stages", i, "launch") if "launch" in located.data["stages"][i] else ("defaults", "launch")
 
 
 def _err(located: LocatedYaml, loc: tuple, message: str) -> ConfigError:

@@ -8,7 +8,7 @@ from typing import Iterable, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from core.config import SAFE_NAME, Curriculum, DataSpec, EvalSpec, LoraSpec, TrainSpec
-from core.config_checks import check_semantics
+from core.config_checks import check_launches, check_semantics
 from core.errors import ConfigError, ConfigErrors
 from core.kinds import KINDS
 from core.overrides import with_overrides
@@ -19,8 +19,9 @@ MAX_STAGES = 128
 MAX_EXTENDS = 8
 
 
-def load_curriculum(path: str | Path, overrides: Iterable[str] = ()) -> Curriculum:
-    """Read, merge (`extends:`), apply `--set KEY=VALUE` overrides, validate and resolve a curriculum file."""
+def load_curriculum(path: str | Path, overrides: Iterable[str] = (), launches: bool = False) -> Curriculum:
+    """Read, merge (`extends:`), apply `--set KEY=VALUE` overrides, validate and resolve a curriculum file;
+    `launches`: also have SkyPilot validate its stages' tasks (slow)."""
     path = Path(path)
     located = with_overrides(_load_with_parents(path, seen=()), overrides)
     _check_stage_count(located)
@@ -31,6 +32,8 @@ def load_curriculum(path: str | Path, overrides: Iterable[str] = ()) -> Curricul
     _apply_defaults(cur, located)
     check_semantics(cur, located, base_dir=path.parent)
     _absolutize_paths(cur, path.parent)
+    if launches:
+        check_launches(cur, located)
     return cur
 
 
@@ -143,6 +146,7 @@ def _absolutize_paths(cur: Curriculum, config_dir: Path) -> None:
 
     for stage in cur.stages:
         stage.data = fix(stage.data)
+        stage.launch.skypilot.workdir = fix(stage.launch.skypilot.workdir)
         if isinstance(stage.eval, EvalSpec):
             stage.eval.data, stage.eval.prompts = fix(stage.eval.data), fix(stage.eval.prompts)
         stage.rewards = [absolute_function(name, REWARDS, config_dir) for name in stage.rewards]

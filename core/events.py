@@ -85,9 +85,11 @@ RUN_ENDING_STAGE = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED, Sta
 GATE_STOPPED = frozenset({StageStatus.GATE_FAILED, StageStatus.REJECTED})  # an operator may override these
 """Stage outcomes that become the run's status as they are; any other failure makes the run `failed`."""
 JOB_QUEUED = frozenset({"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
-                        "SUSPENDED"})
-"""Slurm job states in which the worker does not run yet (or for now): the stage is queued."""
-JOB_LIVE = JOB_QUEUED | {"UNKNOWN", "READY", "RUNNING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
+                        "SUSPENDED", "STARTING", "RECOVERING"})
+"""Slurm and SkyPilot job states in which the worker does not run yet (or for now): the stage is queued.
+(SkyPilot's STARTING: nodes being provisioned; RECOVERING: preempted, being relaunched.)"""
+JOB_LIVE = JOB_QUEUED | {"UNKNOWN", "READY", "RUNNING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT",
+                         "WINDING_DOWN", "CANCELLING"}
 """Job states that are not an end (UNKNOWN: the scheduler has not listed a fresh job yet)."""
 
 HEADLINE_METRICS = ("loss", "learning_rate", "grad_norm", "reward", "kl", "rewards/margins", "mean_token_accuracy",

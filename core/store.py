@@ -145,9 +145,10 @@ class RunStore:
 
     def append_metrics(self, stage: str, step: int, metrics: dict[str, float]) -> None:
         """Queue one `metric` event per numeric value, TRL key names unchanged."""
-        ts = time.time()
-        rows = [(ts, stage, EventKind.METRIC, step, k, float(v), None) for k, v in metrics.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        self.append_rows(metric_rows(stage, step, metrics))
+
+    def append_rows(self, rows: list[tuple]) -> None:
+        """Queue whole rows (ts, stage, kind, step, name, value, data as JSON): metrics, relayed events."""
         with self._lock:
             self._pending.extend(rows)
             due = len(self._pending) >= self._batch or time.monotonic() - self._last_flush >= self._flush_s
@@ -265,6 +266,13 @@ class RunStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def metric_rows(stage: str, step: int, metrics: dict) -> list[tuple]:
+    """One `metric` row per numeric value (bools and text left out)."""
+    ts = time.time()
+    return [(ts, stage, EventKind.METRIC, step, k, float(v), None) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def _enc(value: Any) -> str:

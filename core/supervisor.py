@@ -27,8 +27,12 @@ from core.run_lock import RunLock
 from core.runs import RunPaths
 from core.store import RunStore
 from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
-from core.slurm_job import EXIT_REQUEUE, SlurmWorker, SubmitError, cancel_left_job
+from core import skypilot_job, slurm_job
+from core.skypilot_job import SkyPilotWorker
+from core.slurm_job import EXIT_REQUEUE, SlurmWorker, SubmitError
 from core.worker_spec import ExpertInput, WorkerSpec
+
+Worker = WorkerProcess | SlurmWorker | SkyPilotWorker  # what the launch step returns
 
 EXIT_OOM = 75
 HEARTBEAT_S = 2.0
@@ -149,23 +153,25 @@ class Supervisor:
             proc = proc or self._start(stage, spec_path, log)
         except SubmitError as exc:
             return 1, str(exc)
-        slurm = isinstance(proc, SlurmWorker)
-        self.store.set_meta(worker_pgid=proc.pid, worker_job=proc.ref() if slurm else None)
+        job = isinstance(proc, (SlurmWorker, SkyPilotWorker))
+        self.store.set_meta(worker_pgid=proc.pid, worker_job=proc.ref() if job else None)
         self.store.append(EventKind.LOG, stage=stage.name, now=True, level="info",
                           message=f"worker started ({proc.describe()}, attempt {attempt}, {how} start)")
         self._prestart_next(stage, spare_cpu=how == "cold")
         code = self._watch(stage, proc)
-        if slurm:
+        if job:
             self.store.set_meta(worker_job=None)
             self.store.update_stage(stage.name, reason=None)  # the queued note, if the job never ran
-        return code, (proc.reason if slurm else None) or exit_reason(code, log, failure)
+        return code, (proc.reason if job else None) or exit_reason(code, log, failure)
 
-    def _start(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | SlurmWorker:
-        """The launch step: a local subprocess (torchrun for train.nproc > 1) or a Slurm job."""
+    def _start(self, stage: StageSpec, spec: Path, log: Path) -> Worker:
+        """The launch step: a local subprocess (torchrun for train.nproc > 1), a Slurm job or a SkyPilot job."""
         threads = pinned_threads(stage.train.threads, stage.train.nproc)
         if stage.launch.via == "slurm":
             return SlurmWorker.submit(stage.kind, spec, log, stage.train.nproc, threads, stage.launch.slurm,
                                       stage.name)
+        if stage.launch.via == "skypilot":
+            return SkyPilotWorker.submit(stage, spec, log, self.store, self.paths.root.name)
         return WorkerProcess.start(stage.kind, spec, log, stage.train.nproc, threads)
 
     # -- prestarted interpreters ----------------------------------------------------------------
@@ -200,15 +206,15 @@ class Supervisor:
             self._warm.terminate()
             self._warm = None
 
-    def _watch(self, stage: StageSpec, proc: WorkerProcess | SlurmWorker) -> int:
+    def _watch(self, stage: StageSpec, proc: Worker) -> int:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""
         last_step, last_progress, stalled = None, time.monotonic(), False
         job_seen = (None, None)
         final, since = self.paths.stage_final(stage.name), time.time()
         while (code := self._wait_watching_final(stage, proc, final, since)) is None:
-            if isinstance(proc, SlurmWorker):
+            if proc.pid is None:  # a job's processes are on another machine: nothing here to sample
                 job_seen = self._follow_job(stage, proc, job_seen)
-            else:  # a Slurm job's processes are on another machine: nothing here to sample
+            else:
                 self.store.append(EventKind.HARDWARE, stage=stage.name, **self.hardware.sample(proc.pid))
             self._heartbeat()
             if self._stop_requested():
@@ -224,7 +230,7 @@ class Supervisor:
         self.store.flush()
         return code
 
-    def _wait_watching_final(self, stage: StageSpec, proc: WorkerProcess | SlurmWorker, final: Path,
+    def _wait_watching_final(self, stage: StageSpec, proc: Worker, final: Path,
                              since: float) -> int | None:
         """`proc.wait(POLL_S)` in quarter slices; as soon as this attempt's final model is written (training is
         over, the worker evaluates and leaves CPU idle) the next stage's interpreter is prestarted."""
@@ -235,8 +241,8 @@ class Supervisor:
                 self._prestart_next(stage, spare_cpu=True)
         return None
 
-    def _follow_job(self, stage: StageSpec, job: SlurmWorker, seen: tuple) -> tuple:
-        """Record a Slurm job's state when it changes (queued, running, ...) with the time since submission; while
+    def _follow_job(self, stage: StageSpec, job: SlurmWorker | SkyPilotWorker, seen: tuple) -> tuple:
+        """Record a job's state when it changes (queued, running, ...) with the time since submission; while
         it is queued, the stage's reason says so with the minutes waited (`cockpit show`). `seen`: the last
         recorded state and note."""
         state, note = seen
@@ -275,7 +281,8 @@ class Supervisor:
                               message=f"stopping worker group {pgid} left by a dead supervisor")
             WorkerProcess.terminate_group(pgid)
         job = self.store.get_meta("worker_job")
-        if job and cancel_left_job(job):
+        cancel = skypilot_job.cancel_left_job if job and job["cluster"] == "skypilot" else slurm_job.cancel_left_job
+        if job and cancel(job):
             self.store.append(EventKind.LOG, now=True, level="warning",
                               message=f"cancelled {job['cluster']} job {job['job_id']} left by a dead supervisor")
 

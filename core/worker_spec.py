@@ -10,6 +10,8 @@ from pydantic import Field, ValidationError
 from core.config import DataSpec, ModelSpec, StageSpec, Strict, TrainSpec
 from core.errors import SpecError
 
+LATEST = "latest"  # resume_from: the newest checkpoint that verifies when the worker starts (a restarted job)
+
 
 class ExpertInput(Strict):
     """One expert of a route stage: its stage name, its final adapter folder, and its training data."""
@@ -33,7 +35,8 @@ class WorkerSpec(Strict):
     teacher_model: Optional[str] = Field(None, description="a distill stage's teacher folder (a stage's final "
                                          "folder or a local model folder); None = model.base")
     experts: list[ExpertInput] = Field(default_factory=list, description="a route stage's experts")
-    resume_from: Optional[str] = Field(None, description="a checkpoint folder to resume the trainer from")
+    resume_from: Optional[str] = Field(None, description="a checkpoint folder to resume the trainer from, or "
+                                       "latest")
     train_overrides: dict[str, Any] = Field(default_factory=dict)
 
     def train(self) -> TrainSpec:

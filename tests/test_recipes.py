@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config_load import load_curriculum
 from core.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +42,24 @@ TWINS = {
     "qwen3-coder-domains.yaml": CODER_TWIN + [f"stages.{s}.train.steps=8" for s in ("lua", "gdscript")],
     "qwen3-coder-gdscript-dora.yaml": CODER_TWIN + ["stages.gdscript-dora.train.steps=8"],
 }
+# Recipes that only move where stages run: the base recipe's twin trains what they train (no cloud here to launch on)
+LAUNCH_VARIANTS = {"qwen3-tool-grpo-skypilot.yaml": "qwen3-tool-grpo.yaml"}
 REACHES = {"qwen3-coder-domains.yaml": {"lua": {"attention", "experts"}, "gdscript": {"attention", "experts"}},
            "qwen3-coder-gdscript-dora.yaml": {"gdscript-dora": {"attention"}}}  # what each adapter trains
 
 
 def test_every_recipe_has_a_tiny_twin():
-    assert sorted(p.name for p in RECIPES.glob("*.yaml")) == sorted(TWINS)
+    assert sorted(p.name for p in RECIPES.glob("*.yaml")) == sorted(TWINS | LAUNCH_VARIANTS)
+
+
+@pytest.mark.parametrize("variant", sorted(LAUNCH_VARIANTS))
+def test_a_launch_variant_trains_what_its_base_trains(variant):
+    def trained(cur) -> list[dict]:
+        return [s.model_dump(exclude={"launch"}) for s in cur.stages]
+
+    moved, base = load_curriculum(RECIPES / variant), load_curriculum(RECIPES / LAUNCH_VARIANTS[variant])
+    assert trained(moved) == trained(base) and moved.model == base.model
+    assert {s.launch.via for s in moved.stages} != {s.launch.via for s in base.stages}
 
 
 @pytest.mark.slow

@@ -237,5 +237,5 @@ def test_a_wrong_launch_is_named_by_file_line_and_field(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     for said in (f"{config}:3: defaults.launch.slurm.nodes: Input should be greater than 0",
                  f"{config}:3: defaults.launch.slurm.partiton: unknown key (did you mean 'partition'?)",
-                 f"{config}:5: stages.0.launch.via: Input should be 'local' or 'slurm' (got 'slurmm')"):
+                 f"{config}:5: stages.0.launch.via: Input should be 'local', 'slurm' or 'skypilot' (got 'slurmm')"):
         assert said in done.stderr, done.stderr

@@ -18,7 +18,7 @@ from typing import NoReturn
 from core.errors import SpecError, UserError
 from core.events import EventKind
 from core.runs import FAILURE_FILE
-from core.worker_spec import WorkerSpec, read_spec
+from core.worker_spec import LATEST, WorkerSpec, read_spec
 from workers.modeling import count_params, load_full, load_options, load_tokenizer, resolve_source
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM = 0, 1, 2, 75
@@ -45,11 +45,25 @@ class Stage:
         self.trainer = None  # set once built, so failures can name the step
 
     def open_store(self) -> None:
+        """The run store; db "-" (a SkyPilot job, far from it): events as lines of standard output."""
         if self.rank == 0:
+            from core.event_relay import LineStore
             from core.store import RunStore
 
-            self.store = RunStore(self.spec.db)
+            self.store = LineStore() if self.spec.db == "-" else RunStore(self.spec.db)
             self.store.start_autoflush()
+
+    def resume_point(self) -> str | None:
+        """The checkpoint to resume from: the spec's, or with "latest" (a job SkyPilot restarts with the same
+        spec) the newest one in this stage's checkpoints that verifies."""
+        if self.spec.resume_from != LATEST:
+            return self.spec.resume_from
+        from core.checkpoints import checkpoint_step, resume_checkpoint
+
+        found, _ = resume_checkpoint(self.checkpoints)
+        if found is not None:
+            self.emit(EventKind.RESUMED, step=checkpoint_step(found), from_checkpoint=str(found))
+        return str(found) if found else None
 
     def log(self, message: str, level: str = "info") -> None:
         print(f"[{level}] {message}", flush=True)

@@ -85,7 +85,7 @@ def run_training(stage: Stage, build_trainer) -> None:
             gradient_checkpointing=bool(trainer.args.gradient_checkpointing))
     if warning:
         stage.log(warning, level="warning")
-    resume = stage.spec.resume_from
+    resume = stage.resume_point()
     if resume:
         stage.log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)

@@ -80,7 +80,7 @@ def train_router(stage: Stage, parent, tokenizer):
     stage.trainer = trainer
     started(stage, stage.train.steps, "hf", count_params(clf), router="classifier",
             routing_prompts={"train": len(split.train), "held_out": len(split.held_out)})
-    trainer.train(resume_from_checkpoint=stage.spec.resume_from)
+    trainer.train(resume_from_checkpoint=stage.resume_point())
     step = trainer.state.global_step
     accuracy, confusion = routing_accuracy(clf, tokenizer, split.held_out, len(experts))
     stage.emit(EventKind.EVAL_RESULT, step=step, name="routing/accuracy", value=accuracy,
