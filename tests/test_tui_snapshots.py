@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from core.chat_client import CompareResult
+from core.chat_client import CompareResult, Reply
 from core.targets import Target
 from tui.app import CockpitApp
+from tui.chat_screen import ChatScreen, ChatTargetsListed, ReplyFinished, TargetLoaded, TextArrived
 from tui.compare_screen import CompareFinished, CompareScreen
 from recorded import T0, FakeClock, build_recorded_run, wait_until
 from tui.screens.gate import GateScreen
@@ -107,3 +108,27 @@ def test_compare_screen(snap_compare, runs, size):
         await wait_until(pilot, lambda: screen.result is not None)
 
     assert snap_compare(app_for(d, done), terminal_size=size, run_before=compared)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_chat_screen(snap_compare, runs, size):
+    """A conversation as the chat worker's messages draw it (made up here, as for compare: the recorded run has
+    no weights to load, and real load times and token rates would change every snapshot)."""
+    d, _, done = runs
+    targets = [Target("base", "/m/base"), Target("sft", "/m/sft", stage="sft", kind="sft"),
+               Target("dpo", "/m/dpo", stage="dpo", kind="dpo")]
+
+    async def chatted(pilot):
+        await _run_screen_ready(pilot)
+        screen = ChatScreen(targets[1], run=done, auto_open=False)
+        await pilot.app.push_screen(screen)
+        screen.post_message(ChatTargetsListed(targets, targets[1]))
+        screen.post_message(TargetLoaded(targets[1], 0.84, True, False))
+        await wait_until(pilot, lambda: not screen.query_one("#chat-input").disabled)
+        screen.begin_turn("What is 57+98?")
+        for piece in ("57+98", "=155"):
+            screen.post_message(TextArrived(piece))
+        screen.post_message(ReplyFinished(Reply("57+98=155", 7, 41.0, 88.0, False)))
+        await wait_until(pilot, lambda: screen.last_reply is not None)
+
+    assert snap_compare(app_for(d, done), terminal_size=size, run_before=chatted)

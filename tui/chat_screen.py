@@ -61,22 +61,24 @@ class ChatScreen(Screen):
     """Conversation with one target at a time; pick another checkpoint from the list on the left."""
 
     DEFAULT_CSS = """
-    ChatScreen #chat-targets { width: 28; border: round $primary; }
+    ChatScreen #chat-targets { width: 28; height: 1fr; border: round $primary; }
     ChatScreen #chat-log { height: 1fr; border: round $primary; }
     ChatScreen .turn-user { color: $accent; margin-top: 1; }
     ChatScreen .turn-assistant { padding-left: 2; }
     ChatScreen #chat-status { height: 1; color: $text-muted; }
     ChatScreen #chat-settings { height: 3; }
-    ChatScreen #chat-settings Input { width: 1fr; }
+    ChatScreen #chat-settings Input { width: 1fr; border-title-color: $text-muted; }
     ChatScreen #system { width: 3fr; }
     """
     BINDINGS = [("escape", "stop_or_close", "stop / close"), ("ctrl+r", "new_conversation", "new conversation"),
                 ("ctrl+t", "pick_target", "pick checkpoint")]
 
     def __init__(self, target: Target | None = None, worker: ChatWorker | None = None, run: RunPaths | None = None,
-                 stage: str | None = None):
-        """Chat with `target`, or with a run's stage (its base while the stage has no output yet)."""
+                 stage: str | None = None, auto_open: bool = True):
+        """Chat with `target`, or with a run's stage (its base while the stage has no output yet); `auto_open`
+        False: wait for the messages that list and load targets (snapshot tests post them)."""
         super().__init__()
+        self.auto_open = auto_open
         self.target, self.run, self.stage = target, run, stage
         self._worker, self._owns_worker = worker, worker is None
         self._session: ChatSession | None = None
@@ -102,11 +104,14 @@ class ChatScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        titles = {"#chat-targets": "checkpoints (Enter loads)", "#temperature": "temperature", "#top_p": "top-p",
-                  "#max_new_tokens": "max new tokens", "#system": "system prompt", "#chat-input": "message"}
+        titles = {"#chat-targets": "checkpoints", "#chat-log": "conversation", "#temperature": "temperature",
+                  "#top_p": "top-p", "#max_new_tokens": "max tokens", "#system": "system prompt",
+                  "#chat-input": "message"}
         for selector, title in titles.items():
             self.query_one(selector).border_title = title
-        self._open()
+        self.query_one("#chat-targets").border_subtitle = "Enter loads"
+        if self.auto_open:
+            self._open()
 
     def action_pick_target(self) -> None:
         self.query_one("#chat-targets", OptionList).focus()
@@ -177,6 +182,7 @@ class ChatScreen(Screen):
 
     def on_target_loaded(self, message: TargetLoaded) -> None:
         self.target = message.target
+        self.query_one("#chat-log").border_title = f"conversation · {message.target.label}"
         shared = ", base shared" if message.reused_base else ""
         text = f" · {TEXT_MODEL_NOTE}" if message.text_model else ""
         self._status(f"{message.target.label} loaded in {message.load_s:.2f} s{shared}{text}")
@@ -204,6 +210,11 @@ class ChatScreen(Screen):
         if settings is None:
             return
         event.input.value = ""
+        self.begin_turn(text)
+        self._generate(text, settings)
+
+    def begin_turn(self, text: str) -> None:
+        """Show the user's message and an empty reply that the streamed text fills."""
         log = self.query_one("#chat-log", VerticalScroll)
         log.mount(Static(f"you: {text}", classes="turn-user", markup=False))
         self._reply_text = ""
@@ -212,7 +223,6 @@ class ChatScreen(Screen):
         log.scroll_end(animate=False)
         self.generating = True
         self._status(f"{self.target.label} is answering ... (Esc stops)")
-        self._generate(text, settings)
 
     def on_text_arrived(self, message: TextArrived) -> None:
         self._reply_text += message.text
