@@ -179,3 +179,35 @@ async def test_pin_keeps_the_chosen_stage_and_f_follows_again(gate_run):
         assert log_title_of(screen) == "Log · dpo · following"
         await pilot.press("f")  # pins the stage shown now
         assert log_title_of(screen) == "Log · dpo · pinned" and screen.follow == "dpo"
+
+
+async def test_event_cursor_moves_by_event_and_enter_shows_the_event_whole(gate_run):
+    app = make_app(gate_run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await at_run_screen(pilot)
+        events = screen.query_one(EventList)
+        await wait_until(pilot, lambda: len(events.kept) > 5 and len(events.starts) == len(events.kept))
+        events.focus()
+        await pilot.pause()
+        cursor = events.get_component_rich_style("event-list--cursor", partial=True).bgcolor
+        marked = [y for y in range(events.scrollable_content_region.height)
+                  if all(seg.style.bgcolor == cursor for seg in events.render_line(y))]
+        newest = events._span(len(events.kept) - 1)
+        assert marked == [r - events.scroll_offset.y for r in range(*newest)] and events.cursor is None  # follows
+        await pilot.press("up", "up", "up")
+        assert events.cursor == len(events.kept) - 4 and not events.auto_scroll
+        first, end = events._span(events.cursor)
+        assert events.scroll_offset.y <= first < end <= events.scroll_offset.y + events.scrollable_content_region.height
+        head, body, event_id = events.kept[events.cursor]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "EventDetailScreen")
+        text = str(pilot.app.screen.query_one("#event-text").render())
+        assert body.plain.split()[0] in text and f"event {event_id} ·" in str(
+            pilot.app.screen.query_one("#event-dialog").border_title)
+        await pilot.press("escape")
+        await pilot.press("end")
+        assert events.cursor is None and events.auto_scroll
+        with RunStore(gate_run.db) as store:  # a new event while following: the view and the cursor go to it
+            store.append("log", stage="sft", now=True, level="warning", message="a fresh warning")
+        await wait_until(pilot, lambda: "a fresh warning" in events.kept[-1][1].plain)
+        await wait_until(pilot, lambda: events.scroll_offset.y == events.max_scroll_y)

@@ -1,4 +1,4 @@
-"""Small modal screens: a yes/no confirmation and the key help."""
+"""Small modal screens: a yes/no confirmation, one event whole, and the key help."""
 from __future__ import annotations
 
 from rich.markup import escape
@@ -43,6 +43,28 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+class EventDetailScreen(ModalScreen[None]):
+    """One event whole: its kind, stage, step and time, its line, and every field it carries."""
+
+    BINDINGS = [Binding("escape,enter", "close", "Close")]
+
+    def __init__(self, title: str, text: str):
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="event-dialog"):
+            yield Static(self.text, id="event-text", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#event-dialog").border_title = self.title_text
+        self.query_one("#event-dialog").border_subtitle = "Esc closes"
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
 KEYS = [
     ("Anywhere", [("q", "detach: leave the cockpit, training keeps running"), ("?", "this help"),
                   ("Ctrl+P", "every action of the screen, searchable by name"),
@@ -61,6 +83,7 @@ KEYS = [
              ("c", "chat with a checkpoint of the run"), ("m", "compare checkpoints on the same prompts"),
              ("s", "stop the run (asks first)"), ("/", "filter the log; Esc clears"),
              ("f", "pin the log to its stage / follow the run"),
+             ("Tab to events", "↑ ↓ / j k move the cursor, Enter: the event whole"),
              ("Esc", "back to the runs list")]),
     ("Stage", [("↑ ↓ / j k", "scroll"), ("Esc", "back to the run")]),
     ("Gate", [("a", "approve"), ("r", "reject"), ("n", "type a note"), ("Esc", "decide later")]),

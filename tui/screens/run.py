@@ -22,7 +22,7 @@ from tui.chart_scale import reward_part
 from tui.format import metric_label
 from tui.log_lines import log_title
 from tui.poller import RunPoller
-from tui.screens.dialogs import ConfirmScreen
+from tui.screens.dialogs import ConfirmScreen, EventDetailScreen
 from tui.screens.gate import GateDecision, GateScreen
 from tui.state import RunSnapshot
 from tui.widgets.chart import ChartData, MetricChart
@@ -260,6 +260,13 @@ class RunScreen(Screen):
                                        "good" if d.decision == Decision.APPROVE else "warn")
 
     # -- stop, metrics, filter, navigation ----------------------------------------------------
+    @on(EventList.Chosen)
+    def _event_chosen(self, message: EventList.Chosen) -> None:
+        with RunStore(self.paths.db) as store:
+            found = store.events(after_id=message.event_id - 1, limit=1, include_superseded=True)
+        if found and found[0].id == message.event_id:
+            self.app.push_screen(EventDetailScreen(*event_detail(found[0])))
+
     def action_stop(self) -> None:
         question = f"Stop run {self.paths.id}?\nThe running stage is stopped and the run ends; checkpoints stay."
         self.app.push_screen(ConfirmScreen(question, yes="Stop run"), self._stop_confirmed)
@@ -380,3 +387,17 @@ def _retitle(widget, title: str) -> None:
     """Set a border title only when it changes (each change repaints the panel)."""
     if widget.border_title != title:
         widget.border_title = title
+
+
+def event_detail(ev) -> tuple[str, str]:
+    """A dialog's title and text for one stored event: where and when, its line, then its fields as YAML."""
+    import yaml
+
+    from core.events import describe
+
+    where = " · ".join(filter(None, [ev.stage or "run", f"step {ev.step}" if ev.step is not None else "",
+                                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.ts))]))
+    line = describe(ev)[0]
+    fields = {k: v for k, v in (({ev.name: ev.value} if ev.name else {}) | (ev.data or {})).items() if v is not None}
+    body = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=70).strip() if fields else "(no fields)"
+    return f"event {ev.id} · {ev.kind}", f"{where}\n{line}\n\n{body}" if line else f"{where}\n\n{body}"
