@@ -8,9 +8,8 @@ with `cockpit run --batch` twice: prestart on, then `COCKPIT_PRESTART=0`. For ea
 reads from the run store the previous stage's `stage_finished` ts and the next stage's
 `stage_started` and first `metric` ts. The first metric includes one training step; both modes pay it.
 The `start` column is how the next stage's worker actually started (its `stage_started` event):
-on a CPU-only machine a stage after a warm-started one starts cold unless `--threads` leaves a core
-free or it evaluates after its final save, long enough for the next interpreter's imports (see
-Supervisor._prestart_next).
+the supervisor keeps two stages ahead prestarted, starting them where CPU is idle (a cold start, a
+final save followed by evaluation, spare cores; see Supervisor._prestart_next).
 """
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ Worker = WorkerProcess | SlurmWorker | SkyPilotWorker  # what the launch step re
 EXIT_OOM = 75
 HEARTBEAT_S = 2.0
 POLL_S = 1.0
+PRESTART_AHEAD = 2  # stages whose interpreters wait prestarted (each holds its imports: ~0.45 GB of RAM)
 
 
 class StopRequested(Exception):
@@ -55,7 +56,7 @@ class Supervisor:
         self.hardware = HardwareSampler()
         self._last_heartbeat = 0.0
         self._stop = False
-        self._warm: WarmWorker | None = None
+        self._warm: dict[str, WarmWorker] = {}  # stage name -> its prestarted interpreter
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> str:
@@ -177,34 +178,38 @@ class Supervisor:
     # -- prestarted interpreters ----------------------------------------------------------------
     def _take_warm(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | None:
         """The interpreter prestarted for this stage, handed its spec; None means start cold."""
-        # Only a first attempt finds one (it was prestarted during the previous stage): OOM retries,
+        # Only a first attempt finds one (it was prestarted during an earlier stage): OOM retries,
         # the first stage and the first stage of a resume start cold.
-        if self._warm is None or self._warm.stage != stage.name:
-            return None
-        warm, self._warm = self._warm, None
-        return warm.handoff(spec, log)
+        warm = self._warm.pop(stage.name, None)
+        return warm.handoff(spec, log) if warm else None
 
     def _prestart_next(self, stage: StageSpec, spare_cpu: bool) -> None:
-        """Prestart the next stage's interpreter where its imports take only CPU this worker leaves idle."""
+        """Prestart the interpreters of the next PRESTART_AHEAD local stages where their imports take only CPU
+        this worker leaves idle."""
         # Idle CPU: this worker is importing too (cold start) or evaluating after its final save
         # (`spare_cpu`), trains on a GPU, or leaves cores free. A warm-started worker training on every
         # CPU core lost about as much time to the imports, even under SCHED_IDLE, as the next stage
-        # gained; so there it waits for the final save. torchrun stages (nproc > 1) always start cold.
+        # gained; so there it waits for its final save, and the stage after next is prestarted ahead,
+        # while an earlier stage left CPU idle (else a stage that does not evaluate, so exits right after
+        # its final save, would leave its successor no time to import). torchrun stages start cold.
         upto = self.cur.index(stage.name)
-        nxt = self.cur.stages[upto + 1] if upto + 1 < len(self.cur.stages) else None
-        if self._warm is not None and (nxt is None or self._warm.stage != nxt.name):
-            self._drop_warm()
+        ahead = [s for s in self.cur.stages[upto + 1:upto + 1 + PRESTART_AHEAD]
+                 if s.launch.via == "local" and s.train.nproc == 1]
+        for name in set(self._warm) - {s.name for s in ahead}:
+            self._warm.pop(name).terminate()
         threads = pinned_threads(stage.train.threads, stage.train.nproc) * stage.train.nproc
         idle_cpu = spare_cpu or self.hardware.has_gpu or threads < len(os.sched_getaffinity(0))
-        local = nxt is not None and nxt.launch.via == "local" and nxt.train.nproc == 1
-        if self._warm is None and local and idle_cpu and prestart_enabled():
-            self._warm = WarmWorker.start(nxt.name, nxt.kind, self.paths.stage_dir(nxt.name) / "prestart.log")
+        if not (idle_cpu and prestart_enabled()):
+            return
+        for nxt in ahead:
+            if nxt.name not in self._warm:
+                self._warm[nxt.name] = WarmWorker.start(nxt.name, nxt.kind,
+                                                        self.paths.stage_dir(nxt.name) / "prestart.log")
 
     def _drop_warm(self) -> None:
-        """Terminate a waiting prestarted interpreter (the run stops, fails or ends)."""
-        if self._warm is not None:
-            self._warm.terminate()
-            self._warm = None
+        """Terminate the waiting prestarted interpreters (the run stops, fails or ends)."""
+        while self._warm:
+            self._warm.popitem()[1].terminate()
 
     def _watch(self, stage: StageSpec, proc: Worker) -> int:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""
@@ -233,12 +238,14 @@ class Supervisor:
     def _wait_watching_final(self, stage: StageSpec, proc: Worker, final: Path,
                              since: float) -> int | None:
         """`proc.wait(POLL_S)` in quarter slices; as soon as this attempt's final model is written (training is
-        over, the worker evaluates and leaves CPU idle) the next stage's interpreter is prestarted."""
+        over, the worker evaluates and leaves CPU idle) the next stages' interpreters are prestarted."""
+        prestarted = False
         for _ in range(4):
             if (code := proc.wait(POLL_S / 4)) is not None:
                 return code
-            if self._warm is None and _written_since(final, since):
+            if not prestarted and _written_since(final, since):
                 self._prestart_next(stage, spare_cpu=True)
+                prestarted = True
         return None
 
     def _follow_job(self, stage: StageSpec, job: SlurmWorker | SkyPilotWorker, seen: tuple) -> tuple:

@@ -165,8 +165,8 @@ def test_stages_start_warm_where_the_cpu_allows_with_their_own_thread_counts(tmp
     cores, gpu = len(os.sched_getaffinity(0)), HardwareSampler().has_gpu
     assert [started[s]["threads"] for s in names] == [cores, 1, cores, cores]
     assert started["sft"]["device"] == "cpu (1 threads)" or gpu
-    # warm where the previous worker left CPU idle: pretrain started cold (it imported too), sft trains on one
-    # thread, sft2 evaluates after its final save (the next interpreter imports meanwhile)
+    # warm where an earlier worker left CPU idle: pretrain started cold (it imported too: sft and sft2 were
+    # prestarted then, two ahead), sft trains on one thread (sft3 prestarted meanwhile)
     expected = [False, True, True, True]
     assert [started[s]["warm"] for s in names] == expected
     assert sorted(p.parent.name for p in run.glob("stages/*/prestart.log")) == [s for s, w in zip(names, expected) if w]
@@ -185,14 +185,17 @@ def test_stopping_the_run_terminates_the_waiting_warm_interpreter(tmp_path):
     runs = tmp_path / "runs"
     proc = cockpit("run", str(cfg), "--batch", runs=runs, env=clean_env(), wait=False)
     try:
-        prestart = wait_for(lambda: next(runs.glob("*/stages/sft/prestart.log"), None), 60, "a prestarted sft")
-        wait_for(lambda: ready(prestart), 90, "the warm interpreter to finish importing")
-        pid = warm_pid(prestart)
-        assert not gone(pid)
+        pids = []
+        for stage in ("sft", "sft2"):  # two stages ahead wait prestarted
+            prestart = wait_for(lambda: next(runs.glob(f"*/stages/{stage}/prestart.log"), None), 60,
+                                f"a prestarted {stage}")
+            wait_for(lambda: ready(prestart), 90, "the warm interpreter to finish importing")
+            pids.append(warm_pid(prestart))
+        assert not any(map(gone, pids))
         assert cockpit("stop", "latest", runs=runs, env=clean_env()).returncode == 0
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, out
-        assert gone(pid), "a stopped run leaves no warm interpreter behind"
+        assert all(map(gone, pids)), "a stopped run leaves no warm interpreter behind"
     finally:
         proc.kill()
 
