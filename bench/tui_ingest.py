@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 import psutil
-from textual import events
-from textual.app import App
-from textual.widgets import Footer, Static
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/recorded.py: the recorded demo run
 
+import tui  # noqa: E402,F401  (first: it sets the cockpit's frame rate before textual loads)
+from textual import events  # noqa: E402
+from textual.app import App  # noqa: E402
+from textual.widgets import Footer, Static  # noqa: E402
 from core.runs import RunPaths  # noqa: E402
 from core.store import RunStore  # noqa: E402
 from recorded import DEMO, wait_until  # noqa: E402
