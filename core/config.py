@@ -72,6 +72,13 @@ class LoraSpec(Strict):
                                   "(else a warning)")
 
 
+class ContextPhase(Strict):
+    """One context-length phase of a stage: `steps` optimizer steps on sequences of up to `max_length` tokens."""
+
+    steps: int = Field(gt=0)
+    max_length: int = Field(gt=0)
+
+
 class TrainSpec(Strict):
     """Optimisation settings; names follow transformers.TrainingArguments where they exist."""
 
@@ -84,7 +91,11 @@ class TrainSpec(Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
     weight_decay: float = Field(0.0, ge=0.0)
     adam_beta2: float = Field(0.999, gt=0.0, lt=1.0)
-    max_length: int = Field(128, gt=0, description="tokens per training sequence")
+    max_length: int = Field(128, gt=0, description="tokens per training sequence; pretrain and sft: or a list of "
+                            "context phases [{steps: 300, max_length: 512}, {steps: 300, max_length: 1024}] (one "
+                            "optimizer and LR schedule across them; steps: their sum)")
+    phases: list[ContextPhase] = Field(default_factory=list, description="the context phases, when max_length is "
+                                       "written as a list (then max_length is the longest)")
     logging_steps: int = Field(10, gt=0)
     save_steps: int = Field(0, ge=0, description="checkpoint every N steps; 0 = only the final one")
     seed: int = 42
@@ -96,6 +107,32 @@ class TrainSpec(Strict):
     num_generations: int = Field(4, gt=1, description="GRPO samples per prompt")
     max_completion_length: int = Field(16, gt=0, description="GRPO tokens per sample")
     temperature: float = Field(1.0, gt=0.0, description="GRPO sampling temperature")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _phases_from_max_length(cls, data: Any) -> Any:
+        """max_length: [{steps, max_length}, ...] -> phases, max_length the longest, steps their sum."""
+        if not isinstance(data, dict) or not isinstance(data.get("max_length"), list):
+            return data
+        phases = data["max_length"]
+        if not phases or not all(isinstance(p, dict) for p in phases):
+            raise ValueError("max_length: a number, or a list of phases like [{steps: 300, max_length: 512}]")
+        longest = max((p.get("max_length") for p in phases if isinstance(p.get("max_length"), int)), default=1)
+        total = sum(p.get("steps") for p in phases if isinstance(p.get("steps"), int))
+        return {**data, "phases": phases, "max_length": longest, "steps": data.get("steps", total)}
+
+    @model_validator(mode="after")
+    def _phases_cover_the_steps(self) -> "TrainSpec":
+        total = sum(p.steps for p in self.phases)
+        if self.phases and total != self.steps:
+            raise ValueError(f"the context phases add up to {total} steps but steps is {self.steps}: leave steps "
+                             "out (it is their sum) or make them agree")
+        return self
+
+    def phase_bounds(self) -> list[tuple[int, int]]:
+        """(first step, max_length) of each context phase; one phase of max_length when there are none."""
+        starts = [sum(p.steps for p in self.phases[:i]) for i in range(len(self.phases))]
+        return list(zip(starts, [p.max_length for p in self.phases])) or [(0, self.max_length)]
 
 
 class DataSpec(Strict):

@@ -14,6 +14,9 @@ from core.trl_settings import setting_problem
 from core.yaml_lines import LocatedYaml
 
 
+PHASED_KINDS = ("pretrain", "sft")
+
+
 def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> None:
     """Every check below; all errors found are raised together."""
     errors: list[ConfigError] = _check_model(cur, located, base_dir)
@@ -39,6 +42,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         errors += _check_gate(stage, here, names, located)
         errors += _check_gate_metrics(cur, stage, here, names, located)
         errors += _check_launch(cur, stage, here, located)
+        errors += _check_phases(stage, here, located)
         names.append(stage.name)
     if errors:
         raise ConfigErrors(errors)
@@ -333,6 +337,14 @@ def _unrecorded(stage: StageSpec, metric: str) -> str | None:
     hit = difflib.get_close_matches(metric, kind.metric_names(on_policy), n=1)
     hint = f" (did you mean {hit[0]!r}?)" if hit else f"; it records {', '.join(kind.metric_names(on_policy))}"
     return f"a {stage.kind} stage never records {metric!r}{hint}"
+
+
+def _check_phases(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """Context phases cut the training sequences of the kinds that train on whole sequences."""
+    if stage.train.phases and stage.kind not in PHASED_KINDS:
+        return [_err(located, here + ("train", "max_length"), f"context phases (max_length as a list) are for "
+                     f"{' and '.join(PHASED_KINDS)} stages, not {stage.kind}")]
+    return []
 
 
 def _check_launch(cur: Curriculum, stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:

@@ -33,6 +33,7 @@ class EventKind(StrEnum):
     CHAT_TURN = "chat_turn"                # stage: the chatted checkpoint's stage, if any
     ROLLOUT = "rollout"                    # step: one sampled completion of an RL stage and its rewards
     JOB_STATE = "job_state"                # a stage's Slurm job changed state (queued, running, ended)
+    PHASE_STARTED = "phase_started"        # step: the first step of a context-length phase
 
 
 class StageStatus(StrEnum):
@@ -211,6 +212,12 @@ class ResumedData(TypedDict):
     from_checkpoint: str | None  # None: no complete checkpoint, the stage restarts
 
 
+class PhaseStartedData(TypedDict):
+    phase: int       # 1-based
+    phases: int
+    max_length: int  # tokens per sequence from this step on
+
+
 class StalledData(TypedDict):
     seconds: int
 
@@ -262,7 +269,7 @@ PAYLOADS: dict[EventKind, type] = {
     EventKind.GATE_DECIDED: GateDecidedData, EventKind.STAGE_FINISHED: StageFinishedData,
     EventKind.HARDWARE: HardwareData, EventKind.OOM_RETRY: OomRetryData, EventKind.RESUMED: ResumedData,
     EventKind.STALLED: StalledData, EventKind.RUN_FINISHED: RunFinishedData, EventKind.CHAT_TURN: ChatTurnData,
-    EventKind.ROLLOUT: RolloutData, EventKind.JOB_STATE: JobStateData,
+    EventKind.ROLLOUT: RolloutData, EventKind.JOB_STATE: JobStateData, EventKind.PHASE_STARTED: PhaseStartedData,
 }
 
 
@@ -337,6 +344,12 @@ def _resumed(ev: EventLike) -> tuple[str, str]:
     return f"resumed from step {int(ev.step or 0)}{restart}", "warn"
 
 
+def _phase_started(ev: EventLike) -> tuple[str, str]:
+    d = ev.data
+    return (f"context phase {d.get('phase')}/{d.get('phases')}: sequences up to {d.get('max_length')} tokens "
+            f"from step {int(ev.step or 0)}"), "info"
+
+
 def _stalled(ev: EventLike) -> tuple[str, str]:
     return f"stalled, no new step for {ev.data.get('seconds', '?')} s", "warn"
 
@@ -369,4 +382,5 @@ _DESCRIBE = {
     EventKind.EVAL_RESULT: _eval_result, EventKind.GATE_PENDING: _gate_pending, EventKind.GATE_DECIDED: _gate_decided,
     EventKind.OOM_RETRY: _oom_retry, EventKind.RESUMED: _resumed, EventKind.STALLED: _stalled,
     EventKind.RUN_FINISHED: _run_finished, EventKind.LOG: _log, EventKind.JOB_STATE: _job_state,
+    EventKind.PHASE_STARTED: _phase_started,
 }

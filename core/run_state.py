@@ -58,6 +58,7 @@ class StageView:
     accuracy: float | None = None  # the final eval/accuracy
     deltas: tuple[DeltaView, ...] = ()  # eval metrics against the parent (from) stage
     examples: tuple[EvalExample, ...] = ()  # from the latest eval/accuracy
+    phases: tuple[tuple[int, int], ...] = ()  # context phases begun: (first step, max_length)
 
     def delta(self, metric: str) -> DeltaView | None:
         """The change in `metric` against the parent stage, if both were measured."""
@@ -202,6 +203,7 @@ class RunState:
     examples: dict[str, tuple[EvalExample, ...]] = field(default_factory=dict)
     gates: dict[str, tuple[int, float, dict]] = field(default_factory=dict)  # stage -> gate_pending id, ts, data
     decisions: dict[str, GateDecidedData] = field(default_factory=dict)  # stage -> its gate's decision
+    phases: dict[str, dict[int, int]] = field(default_factory=dict)  # stage -> context phase first step -> length
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENT_LINES))
     hardware: HardwareView | None = None
     offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -263,6 +265,10 @@ class RunState:
         self.progress.setdefault(ev.stage or "", _Progress()).rewind(int(ev.step or 0))
         self._on_other(ev)
 
+    def _on_phase(self, ev: Event) -> None:
+        self.phases.setdefault(ev.stage or "", {})[int(ev.step or 0)] = int(ev.data.get("max_length") or 0)
+        self._on_other(ev)
+
     def _on_gate_pending(self, ev: Event) -> None:
         self.gates[ev.stage or ""] = (ev.id, ev.ts, ev.data)
         self.decisions.pop(ev.stage or "", None)
@@ -304,7 +310,8 @@ class RunState:
             views.append(StageView(row["idx"], name, row["kind"], parent, row.get("status") or StageStatus.WAITING,
                                    int(row.get("attempt") or 0), prog.step, total, eta, row.get("reason"), x0, x1,
                                    gate.approval if gate else None, self.evals.get(name, {}).get("eval/accuracy"),
-                                   self._deltas(name, parent), self.examples.get(name, ())))
+                                   self._deltas(name, parent), self.examples.get(name, ()),
+                                   tuple(sorted(self.phases.get(name, {}).items()))))
         return views
 
     def _deltas(self, name: str, parent: str | None) -> tuple[DeltaView, ...]:
@@ -346,6 +353,7 @@ _HANDLERS = {
     EventKind.METRIC: RunState._on_metric,
     EventKind.EVAL_RESULT: RunState._on_eval,
     EventKind.RESUMED: RunState._on_resumed,
+    EventKind.PHASE_STARTED: RunState._on_phase,
     EventKind.GATE_PENDING: RunState._on_gate_pending,
     EventKind.GATE_DECIDED: RunState._on_gate_decided,
     EventKind.HARDWARE: RunState._on_hardware,

@@ -153,6 +153,19 @@ async def test_each_reward_function_is_its_own_line_under_the_total():
         assert "em 0.9" in chart.title("reward", None) and "fmt 0.9" in chart.title("reward", None)
 
 
+async def test_a_context_phase_is_a_boundary_named_by_its_length():
+    phased = (StageView(0, "pretrain", "pretrain", None, "passed", 1, 100, 100, None, None, 0.0, 100.0, None,
+                        phases=((0, 512), (60, 1024))),)
+    app = ChartApp(ChartData("loss", SeriesView("loss", (10.0, 50.0, 90.0), (2.0, 1.5, 1.2)), phased, ()))
+    async with app.run_test(size=(80, 14)) as pilot:
+        await pilot.pause()
+        chart = app.query_one(MetricChart)
+        lines = chart_text(chart)
+        col = lines[-1].index("└1024")  # the x axis names the phase at its first step (60), over that tick
+        assert "└pretrain" in lines[-1] and " 50 " in lines[-1] and " 60 " not in lines[-1]
+        assert sum(line[col] == "┊" for line in lines[:-1]) >= len(lines) // 2  # the boundary, where no curve is
+
+
 @pytest.fixture
 def finished_run(tmp_path):
     return build_recorded_run(tmp_path / "runs", "finished", run_id="20231114-000000-demo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import TrainSpec
+from workers import context_phases
 from workers.callback import StoreCallback
 from workers.common import Stage, quiet_libraries, record_eval, save_final, started
 from workers.adapter_targets import experts_warning, lora_config, trainable_by_family
@@ -78,6 +79,7 @@ def run_training(stage: Stage, build_trainer) -> None:
               f"({count_params(loaded.model)['total']:,} parameters)")
     trainer = build_trainer(stage, loaded)
     trainer.add_callback(StoreCallback(stage.store, stage.name, stage.scratch, stage.checkpoints))
+    context_phases.attach(trainer, stage)
     stage.trainer = trainer
     adapter = trainable_by_family(trainer.model)
     warning = experts_warning(trainer.model, adapter, stage.lora)

@@ -189,6 +189,9 @@ class MetricChart(Widget, can_focus=True):
                message: str | None) -> list[Strip]:
         for i in range(1, len(data.stages)):
             canvas.vline(scale.stage_cols(i)[0], "chart--boundary")
+        for stage in data.stages:  # a context phase begins: a boundary within the stage
+            for step, _ in stage.phases[1:]:
+                canvas.vline(min(scale.col(stage.x0 + step), canvas.cols - 1), "chart--boundary")
         styles = {k: self.get_component_rich_style(k) for k in self.COMPONENT_CLASSES}
         axis = styles["chart--axis"]
         labels = _y_labels(canvas.rows, scale, axis_stage) if axis_stage is not None else {}
@@ -218,6 +221,10 @@ class MetricChart(Widget, can_focus=True):
                 if at >= free and at + len(text) < min(c1, cols):
                     cells[at: at + len(text)] = [(ch, "chart--axis") for ch in text]
                     free = at + len(text) + 1
+            for step, length in stage.phases[1:]:  # over the ticks: "└1024" where the phase's sequences start
+                at, text = scale.col(stage.x0 + step), f"└{length}"
+                if at + len(text) < min(c1, cols):
+                    cells[at - 1: at + len(text) + 1] = [(ch, "chart--label") for ch in f" {text} "]
         return [Segment("".join(ch for ch, _ in run), styles[style]) for style, run in groupby(cells, itemgetter(1))]
 
 
