@@ -114,7 +114,8 @@ def _gate_text(gate: dict | None) -> str:
 def plan_table(cur: Curriculum, console: Console | None = None) -> None:
     """`cockpit check`: the resolved stage plan, one row per stage (fits 80 columns)."""
     console = console or terminal()
-    console.print(f"[bold]{cur.name}[/]  model {cur.model.base} ({cur.model.backend}), {len(cur.stages)} stages")
+    init = ", random init" if cur.model.init == "random" else ""
+    console.print(f"[bold]{cur.name}[/]  model {cur.model.base} ({cur.model.backend}{init}), {len(cur.stages)} stages")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("stage", no_wrap=True)
     table.add_column("kind and data", overflow="fold")
@@ -151,7 +152,8 @@ def _train_text(stage: StageSpec) -> str:
         return "-" + _launch_text(stage)
     t, lora = stage.train, stage.lora
     adapter = f"lora r{lora.r}" + (" dora" if lora.use_dora else "") if lora else "full"
-    return f"{t.steps}×{t.batch_size * t.grad_accum} lr {t.lr:g}\n[dim]{adapter}[/]" + _launch_text(stage)
+    phases = f"\n[dim]ctx {'→'.join(str(p.max_length) for p in t.phases)}[/]" if t.phases else ""
+    return f"{t.steps}×{t.batch_size * t.grad_accum} lr {t.lr:g}\n[dim]{adapter}[/]" + phases + _launch_text(stage)
 
 
 def _launch_text(stage: StageSpec) -> str:

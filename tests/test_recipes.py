@@ -39,6 +39,14 @@ TWINS = {
                   *_small(["math", "convert"], []), "stages.routed.train.steps=30"],  # the gate's 0.9 routing holds
     "continual-distill.yaml": ["model.base=builtin:tiny-qwen3", "defaults.train.precision=fp32",
                                "defaults.eval.max_new_tokens=24", *_small(["user-update"], ["user-update"])],
+    "llama-7b-scratch.yaml": ["model.base=builtin:tiny-llama", "model.config={}", "model.dtype=auto",
+                              "defaults.train.precision=fp32", "defaults.eval.max_samples=16",
+                              "stages.pretrain.train.max_length=[{steps: 3, max_length: 32}, "
+                              "{steps: 3, max_length: 64}]",
+                              "stages.pretrain.gate.require.eval/perplexity.max=1e6",
+                              "stages.sft.gate.require.eval/accuracy.min=0", "stages.safety.eval.max_samples=8",
+                              "stages.safety.gate.require.eval/refusal_rate.min=0",
+                              *_small(["sft", "dpo", "safety"], [])],
     "qwen3-coder-domains.yaml": CODER_TWIN + [f"stages.{s}.train.steps=8" for s in ("lua", "gdscript")],
     "qwen3-coder-gdscript-dora.yaml": CODER_TWIN + ["stages.gdscript-dora.train.steps=8"],
 }

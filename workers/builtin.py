@@ -16,6 +16,7 @@ from pathlib import Path
 
 BUILTIN_MODEL, TOOLS_MODEL = "builtin:tiny-qwen3", "builtin:tiny-qwen3-tools"
 MOE_MODEL = "builtin:tiny-qwen3-moe"
+LLAMA_MODEL = "builtin:tiny-llama"
 PAD, BOS_ROLE, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 QWEN3_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 N_EVAL = 500
@@ -38,6 +39,8 @@ MODEL_CONFIG = dict(hidden_size=96, num_hidden_layers=4, intermediate_size=384, 
                     num_key_value_heads=2, head_dim=32, max_position_embeddings=256, tie_word_embeddings=True,
                     rope_theta=10000.0)
 TOOLS_CONTEXT = 1024  # the tools system prompt alone is a few hundred tokens
+LLAMA_CONFIG = dict(hidden_size=96, num_hidden_layers=4, intermediate_size=256, num_attention_heads=4,
+                    num_key_value_heads=2, tie_word_embeddings=True, rope_theta=10000.0)  # GQA, as seed 001's 7B
 MOE_CONFIG = dict(hidden_size=64, num_hidden_layers=2, moe_intermediate_size=64, intermediate_size=128,
                   num_experts=4, num_experts_per_tok=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                   tie_word_embeddings=True)
@@ -220,6 +223,9 @@ def materialise(run_dir: str | Path, name: str = BUILTIN_MODEL) -> Path:
     elif name == MOE_MODEL:  # Qwen3-Coder's family: fused experts, Qwen3's chat template
         tokenizer = build_tools_tokenizer()
         model = build_model(tokenizer, TOOLS_CONTEXT, "qwen3_moe", MOE_CONFIG)
+    elif name == LLAMA_MODEL:  # seed 001's family: LLaMA with grouped-query attention, the demo's tokenizer
+        tokenizer = build_tokenizer()
+        model = build_model(tokenizer, TOOLS_CONTEXT, "llama", LLAMA_CONFIG)
     else:
         tokenizer = build_tokenizer()
         model = build_model(tokenizer)

@@ -227,7 +227,8 @@ def record_eval(stage: Stage, model, tokenizer, step: int) -> dict:
         return {}
     from workers.heldout import evaluate
 
-    results = evaluate(model, tokenizer, spec, stage.kind, starting=lambda: starting_model(stage, model))
+    results = evaluate(model, tokenizer, spec, stage.kind, starting=lambda: starting_model(stage, model),
+                       warn=lambda text: stage.log(text, level="warning"))
     for name, (value, data) in results.items():
         stage.emit(EventKind.EVAL_RESULT, step=step, name=name, value=value, **data)
         stage.log(f"{name} = {value:.4f} on {data['samples']} samples ({data['format']} format)")

@@ -115,9 +115,12 @@ def _summed_nll(logits, labels) -> tuple[float, int]:
     return float(nll), int((targets != -100).sum())
 
 
-def evaluate(model, tokenizer, spec: EvalSpec, kind: str, starting=None) -> dict:
+NO_REFERENCE = "eval/perplexity: no row carries a reference to score (completion, text, or a last assistant turn)"
+
+
+def evaluate(model, tokenizer, spec: EvalSpec, kind: str, starting=None, warn=print) -> dict:
     """Run the stage's EvalSpec; returns {"eval/<metric>": (value, data)}. `starting()`: a context manager giving
-    the model the stage started from (for win_rate)."""
+    the model the stage started from (for win_rate); `warn`: where a metric that cannot be measured is said."""
     rows = load_rows(spec.data, spec.row_fields(), cap=spec.max_samples)
     fmt = resolve_format(spec.format, kind, tokenizer)
     items = make_items(rows, fmt, tokenizer)
@@ -134,6 +137,8 @@ def evaluate(model, tokenizer, spec: EvalSpec, kind: str, starting=None) -> dict
             ppl = perplexity(model, tokenizer, items, spec.batch_size)
             if ppl is not None:
                 results["eval/perplexity"] = (ppl, {"samples": len(items), "format": fmt})
+            else:
+                warn(NO_REFERENCE)
         spoken = make_items(load_rows(spec.prompts, CHAT_ROWS, cap=spec.max_samples), fmt, tokenizer) \
             if spec.prompts else items
         results.update(behaviour(model, tokenizer, spec, [i.prompt for i in spoken], fmt))
