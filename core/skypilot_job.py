@@ -137,12 +137,17 @@ def task_config(stage: StageSpec, run_id: str, spec_file: Path, uploads: dict[st
         "resources": {k: v for k, v in resources.items() if v is not None} | sky.resources,
         "envs": {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"} | sky.envs,
         "secrets": {name: None for name in sky.secrets},
-        "file_mounts": {REMOTE_RUN: {"source": f"{sky.bucket.rstrip('/')}/{run_id}", "mode": "MOUNT_CACHED"},
+        "file_mounts": {REMOTE_RUN: {"source": bucket_path(stage, run_id), "mode": "MOUNT_CACHED"},
                         REMOTE_SPEC: str(spec_file), **uploads},
         "setup": "\n".join(sky.setup),
         "run": run_command(stage.kind, sky.num_nodes, max(gpus, stage.train.nproc)),
     }
     return {k: v for k, v in config.items() if v not in ({}, "", None)}
+
+
+def bucket_path(stage: StageSpec, run_id: str, inside: str = "") -> str:
+    """Where the run's directory (or `inside` it) lives in the stage's bucket."""
+    return "/".join(filter(None, [stage.launch.skypilot.bucket.rstrip("/"), run_id, inside]))
 
 
 def run_command(kind: str, nodes: int, per_node: int) -> str:

@@ -134,7 +134,10 @@ class Supervisor:
 
     def _finish_trained_stage(self, stage: StageSpec) -> str:
         final = self.paths.stage_final(stage.name)
-        self.store.update_stage(stage.name, checkpoint=str(final) if final.exists() else None)
+        kept = str(final) if final.exists() else None
+        if stage.launch.via == "skypilot":  # the job's final model stays in its bucket
+            kept = skypilot_job.bucket_path(stage, self.paths.root.name, f"stages/{stage.name}/final")
+        self.store.update_stage(stage.name, checkpoint=kept)
         if stage.gate is None:
             return self._finish(stage, StageStatus.COMPLETED, None, 0)
         return self._gate(stage)

@@ -21,7 +21,7 @@ from conftest import WorkerRun
 from core.config_load import load_curriculum
 from core.errors import ConfigErrors
 from core.event_relay import PREFIX, relay
-from core.skypilot_job import placeholder_task, stage_task, validate
+from core.skypilot_job import bucket_path, placeholder_task, stage_task, validate
 from core.worker_spec import LATEST, WorkerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +89,8 @@ def test_the_task_for_a_stage_is_the_one_a_person_writes(tmp_path):
     assert (remote["run_dir"], remote["db"], remote["output_dir"]) == ("/cockpit/run", "-",
                                                                        "/cockpit/run/stages/grpo-math")
     assert remote["resume_from"] == LATEST
+    assert bucket_path(cur.stage("grpo-math"), RUN_ID, "stages/grpo-math/final") == \
+        f"s3://my-team-cockpit/runs/{RUN_ID}/stages/grpo-math/final"  # the stage's checkpoint in `cockpit show`
     # Files in the checkout are read in the synced workdir
     assert remote["stage"]["data"] == "configs/recipes/data/gsm8k-sample.jsonl"
     assert remote["stage"]["eval"]["data"] == "configs/recipes/data/gsm8k-sample-eval.jsonl"
