@@ -14,7 +14,7 @@ from core.registry import ENVIRONMENTS, reward_columns
 REFUSAL_PATTERNS = (r"\bI (?:can(?:no|')t|won't|will not|am not able to|'m not able to)\b", r"\bI(?:'m| am) sorry\b",
                     r"\bas an AI\b", r"\bI must decline\b", r"\b(?:cannot|can't) (?:help|assist) with\b")
 BUILTIN_MODELS = ("builtin:tiny-qwen3", "builtin:tiny-qwen3-tools", "builtin:tiny-qwen3-moe",
-                  "builtin:tiny-llama")  # workers/builtin.py builds them
+                  "builtin:tiny-llama", "builtin:tiny-gpt-oss")  # workers/builtin.py builds them
 BUILTIN_DATA = ("arithmetic-text", "arithmetic-chat", "arithmetic-chat-verbose", "arithmetic-preference",
                 "arithmetic-prompts", "arithmetic-eval", "arithmetic-tool-chat", "arithmetic-tool-prompts",
                 "arithmetic-tool-eval")
@@ -33,7 +33,7 @@ class ModelSpec(Strict):
 
     base: str = Field("builtin:tiny-qwen3", description="builtin:tiny-qwen3, builtin:tiny-qwen3-tools (Qwen3's "
                       "own chat template, tool calls), builtin:tiny-qwen3-moe (fused experts), builtin:tiny-llama "
-                      "(LLaMA, GQA), a hub id or a local folder")
+                      "(LLaMA, GQA), builtin:tiny-gpt-oss (GPT-OSS, Harmony format), a hub id or a local folder")
     backend: Literal["auto", "hf", "unsloth"] = Field("auto", description="unsloth only on CUDA when installed")
     trust_remote_code: bool = Field(False, description="run model code shipped with the checkpoint")
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(

@@ -31,14 +31,14 @@ TWINS = {
     "qwen3-tool-grpo.yaml": ["model.base=builtin:tiny-qwen3-tools", "defaults.train.max_length=768",
                              "defaults.train.precision=fp32", "defaults.eval.max_new_tokens=24",
                              *_small(["tool-sft", "grpo-math", "grpo-code"], ["grpo-math", "grpo-code"])],
-    "qwen3-tool-grpo-slurm.yaml": ["model.base=builtin:tiny-qwen3-tools", "defaults.train.max_length=768",
-                                   "defaults.train.precision=fp32", "defaults.eval.max_new_tokens=24",
-                                   "defaults.launch.slurm.cluster=local",  # every stage a job through submitit
-                                   *_small(["tool-sft", "grpo-math", "grpo-code"], ["grpo-math", "grpo-code"])],
     "mole.yaml": ["model.base=builtin:tiny-qwen3", "defaults.train.precision=fp32", "defaults.eval.max_new_tokens=24",
                   *_small(["math", "convert"], []), "stages.routed.train.steps=30"],  # the gate's 0.9 routing holds
     "continual-distill.yaml": ["model.base=builtin:tiny-qwen3", "defaults.train.precision=fp32",
                                "defaults.eval.max_new_tokens=24", *_small(["user-update"], ["user-update"])],
+    "gpt-oss-20b-agent.yaml": ["model.base=builtin:tiny-gpt-oss", "model.backend=auto", "model.quantization=none",
+                               "model.dtype=auto", "defaults.train.precision=fp32", "defaults.train.max_length=768",
+                               "defaults.eval.max_new_tokens=24",
+                               *_small(["tool-sft", "agent-sft", "ipo", "grpo-code"], ["grpo-code"])],
     "llama-7b-scratch.yaml": ["model.base=builtin:tiny-llama", "model.config={}", "model.dtype=auto",
                               "defaults.train.precision=fp32", "defaults.eval.max_samples=16",
                               "stages.pretrain.train.max_length=[{steps: 3, max_length: 32}, "
@@ -50,10 +50,13 @@ TWINS = {
     "qwen3-coder-domains.yaml": CODER_TWIN + [f"stages.{s}.train.steps=8" for s in ("lua", "gdscript")],
     "qwen3-coder-gdscript-dora.yaml": CODER_TWIN + ["stages.gdscript-dora.train.steps=8"],
 }
-# Recipes that only move where stages run: the base recipe's twin trains what they train (no cloud here to launch on)
-LAUNCH_VARIANTS = {"qwen3-tool-grpo-skypilot.yaml": "qwen3-tool-grpo.yaml"}
+# Recipes that only move where stages run: the base recipe's twin trains what they train. The Slurm path itself runs
+# for real in tests/test_slurm_launch.py (submitit's local executor); no cloud here for SkyPilot's.
+LAUNCH_VARIANTS = {"qwen3-tool-grpo-skypilot.yaml": "qwen3-tool-grpo.yaml",
+                   "qwen3-tool-grpo-slurm.yaml": "qwen3-tool-grpo.yaml"}
 REACHES = {"qwen3-coder-domains.yaml": {"lua": {"attention", "experts"}, "gdscript": {"attention", "experts"}},
-           "qwen3-coder-gdscript-dora.yaml": {"gdscript-dora": {"attention"}}}  # what each adapter trains
+           "qwen3-coder-gdscript-dora.yaml": {"gdscript-dora": {"attention"}},  # what each adapter trains
+           "gpt-oss-20b-agent.yaml": {s: {"attention", "experts"} for s in ("tool-sft", "agent-sft", "ipo")}}
 
 
 def test_every_recipe_has_a_tiny_twin():

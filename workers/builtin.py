@@ -17,8 +17,11 @@ from pathlib import Path
 BUILTIN_MODEL, TOOLS_MODEL = "builtin:tiny-qwen3", "builtin:tiny-qwen3-tools"
 MOE_MODEL = "builtin:tiny-qwen3-moe"
 LLAMA_MODEL = "builtin:tiny-llama"
+GPT_OSS_MODEL = "builtin:tiny-gpt-oss"
 PAD, BOS_ROLE, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 QWEN3_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+HARMONY_START, HARMONY_RETURN, HARMONY_CALL = "<|start|>", "<|return|>", "<|call|>"
+HARMONY_TAGS = ("<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", HARMONY_CALL)
 N_EVAL = 500
 DATA_SEED = 1234
 VERBOSE_SHARE = 0.6  # above one half, so the SFT model's greedy answer keeps the habit
@@ -41,6 +44,11 @@ MODEL_CONFIG = dict(hidden_size=96, num_hidden_layers=4, intermediate_size=384, 
 TOOLS_CONTEXT = 1024  # the tools system prompt alone is a few hundred tokens
 LLAMA_CONFIG = dict(hidden_size=96, num_hidden_layers=4, intermediate_size=256, num_attention_heads=4,
                     num_key_value_heads=2, tie_word_embeddings=True, rope_theta=10000.0)  # GQA, as seed 001's 7B
+GPT_OSS_CONFIG = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=64, num_local_experts=4,
+                      num_experts_per_tok=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      sliding_window=64, tie_word_embeddings=True,
+                      rope_parameters={"rope_type": "default", "rope_theta": 150000.0})  # no YaRN at this length
+# GPT-OSS's family above: attention sinks, alternating sliding-window layers, fused experts
 MOE_CONFIG = dict(hidden_size=64, num_hidden_layers=2, moe_intermediate_size=64, intermediate_size=128,
                   num_experts=4, num_experts_per_tok=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                   tie_word_embeddings=True)
@@ -171,7 +179,26 @@ def build_tools_tokenizer():
     return _bpe(_tokenizer_corpus() + transcripts, vocab_size=800, template=template)
 
 
-def _bpe(corpus: list[str], vocab_size: int, template: str | None = None):
+def build_harmony_tokenizer():
+    """The same kind of BPE for GPT-OSS's Harmony format: trained on tool-use transcripts rendered by TRL's copy of
+    the GPT-OSS chat template, which it carries; <|return|> ends a reply, <|call|> a tool call."""
+    from importlib import resources
+
+    from workers.tools import calculator
+
+    template = resources.files("trl").joinpath("chat_templates/gptoss.jinja").read_text(encoding="utf-8")
+    renderer = _bpe(["a"], vocab_size=300, template=template)
+    transcripts = [renderer.apply_chat_template(tool_transcript(a, b), tools=[calculator], tokenize=False)
+                   for a, b in tool_pairs(150, seed=7)]
+    for tag in (HARMONY_START, HARMONY_RETURN, PAD, *HARMONY_TAGS):
+        transcripts = [t.replace(tag, "\n") for t in transcripts]
+    return _bpe(_tokenizer_corpus() + transcripts, vocab_size=800, template=template,
+                specials=(PAD, HARMONY_START, HARMONY_RETURN), tags=HARMONY_TAGS)
+
+
+def _bpe(corpus: list[str], vocab_size: int, template: str | None = None, specials: tuple = (PAD, BOS_ROLE, EOS),
+         tags: tuple = QWEN3_TAGS):
+    """`specials`: pad, role start, end of reply (special tokens); `tags`: plain added tokens the template uses."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -180,13 +207,14 @@ def _bpe(corpus: list[str], vocab_size: int, template: str | None = None):
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[PAD, BOS_ROLE, EOS],
+    pad, start, end = specials
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=list(specials),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS,
-                                   additional_special_tokens=[BOS_ROLE])
-    if template:  # Qwen3's tags survive decode(skip_special_tokens=True), which TRL's tool parsing relies on
-        fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_TAGS])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, eos_token=end,
+                                   additional_special_tokens=[start])
+    if template:  # the tags survive decode(skip_special_tokens=True), which TRL's tool parsing relies on
+        fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in tags])
         fast.chat_template = template
     fast.padding_side = "right"
     return fast
@@ -204,7 +232,8 @@ def build_model(tokenizer, context: int = MODEL_CONFIG["max_position_embeddings"
                                   **(fields | {"max_position_embeddings": context}))
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
-    ends = [tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)]
+    ends = [tokenizer.convert_tokens_to_ids(t) for t in (EOS, PAD, HARMONY_CALL) if t in tokenizer.get_vocab()]
+    ends = list(dict.fromkeys([tokenizer.eos_token_id, *ends]))  # Harmony: <|return|>, and <|call|> before a tool
     model.generation_config = GenerationConfig(eos_token_id=ends, pad_token_id=tokenizer.pad_token_id,
                                                do_sample=False)
     return model
@@ -223,6 +252,9 @@ def materialise(run_dir: str | Path, name: str = BUILTIN_MODEL) -> Path:
     elif name == MOE_MODEL:  # Qwen3-Coder's family: fused experts, Qwen3's chat template
         tokenizer = build_tools_tokenizer()
         model = build_model(tokenizer, TOOLS_CONTEXT, "qwen3_moe", MOE_CONFIG)
+    elif name == GPT_OSS_MODEL:  # GPT-OSS's family: attention sinks, sliding window, experts; Harmony
+        tokenizer = build_harmony_tokenizer()
+        model = build_model(tokenizer, TOOLS_CONTEXT, "gpt_oss", GPT_OSS_CONFIG)
     elif name == LLAMA_MODEL:  # seed 001's family: LLaMA with grouped-query attention, the demo's tokenizer
         tokenizer = build_tokenizer()
         model = build_model(tokenizer, TOOLS_CONTEXT, "llama", LLAMA_CONFIG)

@@ -124,7 +124,10 @@ def evaluate(model, tokenizer, spec: EvalSpec, kind: str, starting=None, warn=pr
     rows = load_rows(spec.data, spec.row_fields(), cap=spec.max_samples)
     fmt = resolve_format(spec.format, kind, tokenizer)
     items = make_items(rows, fmt, tokenizer)
-    was_training = model.training
+    was_training, config = model.training, getattr(model, "config", None)  # a routed model has none
+    router_logits = getattr(config, "output_router_logits", None)
+    if router_logits:  # TRL turns it on for a MoE's aux loss; transformers' loss then fails inside generate()
+        config.output_router_logits = False
     model.eval()
     results = {}
     try:
@@ -145,4 +148,6 @@ def evaluate(model, tokenizer, spec: EvalSpec, kind: str, starting=None, warn=pr
         results.update(win_rate(model, starting, tokenizer, spec, rows, [i.prompt for i in items], fmt))
     finally:
         model.train(was_training)
+        if router_logits:
+            config.output_router_logits = router_logits
     return results
