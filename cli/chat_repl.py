@@ -53,7 +53,10 @@ def cmd_chat(args) -> int:
         session = ChatSession(worker, target)
         loaded = session.load()
         if args.prompt is not None:
-            print(session.send(args.prompt, settings).text)
+            reply = session.send(args.prompt, settings)
+            print(reply.text)
+            if reply.expert:
+                print(f"  (answered by {reply.expert})", file=sys.stderr)
             return 0
         print(f"chatting with {target.label} (loaded in {loaded['load_s']:.2f} s). Ctrl+C stops a reply; "
               "/reset starts over; /quit or Ctrl+D leaves.", flush=True)
@@ -85,8 +88,9 @@ def _answer(session: ChatSession, text: str, settings: GenerationSettings) -> No
     mark = " [stopped]" if reply.stopped else ""
     speed = f", {reply.tokens_per_s:.0f} tok/s" if reply.tokens_per_s else ""
     ttft = f"first token {reply.ttft_ms:.0f} ms" if reply.ttft_ms is not None else "no tokens"
+    expert = f"answered by {reply.expert}, " if reply.expert else ""
     print(mark, flush=True)
-    print(f"  ({ttft}{speed})", file=sys.stderr, flush=True)
+    print(f"  ({expert}{ttft}{speed})", file=sys.stderr, flush=True)
 
 
 def cmd_compare(args) -> int:

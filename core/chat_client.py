@@ -56,6 +56,7 @@ class Reply:
     ttft_ms: float | None
     tokens_per_s: float | None
     stopped: bool
+    expert: str | None = None  # a route stage: the expert its router sent the prompt to
 
 
 class ChatWorker:
@@ -221,7 +222,7 @@ class ChatSession:
             store.append(EventKind.CHAT_TURN, stage=self.target.stage, role="user", content=text, **common)
             store.append(EventKind.CHAT_TURN, stage=self.target.stage, role="assistant", content=reply.text,
                          ttft_ms=reply.ttft_ms, tokens_per_s=reply.tokens_per_s, tokens=reply.tokens,
-                         stopped=reply.stopped, now=True, **common)
+                         stopped=reply.stopped, expert=reply.expert, now=True, **common)
 
 
 def checked(event: dict, kind: str | None) -> dict:
@@ -238,7 +239,7 @@ def _reply(done: dict, sent: float, first: float | None, finished: float) -> Rep
     tokens = done["tokens"]
     span = finished - first if first else 0.0
     return Reply(done["text"], tokens, (first - sent) * 1000 if first else None,
-                 (tokens - 1) / span if tokens > 1 and span > 0 else None, done["stopped"])
+                 (tokens - 1) / span if tokens > 1 and span > 0 else None, done["stopped"], done.get("expert"))
 
 
 def chat_history(paths, session: str | None = None) -> list[dict]:
@@ -260,7 +261,7 @@ class PromptSet:
 
 TEXT_MODEL_NOTE = "a text model (no chat format): it continues what you type, e.g. '37+48='"
 """What the CLI and the chat screen say when a target loads in text format (a pretrain stage)."""
-PER_PROMPT = ("outputs", "right")  # a target's lists with one entry per prompt
+PER_PROMPT = ("outputs", "right", "routes")  # a target's lists with one entry per prompt (routes: route stages)
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,8 @@ class CompareResult:
                 "targets": [t.to_json() | {"recorded_accuracy": r} for t, r in zip(self.targets, self.recorded)],
                 "metrics": [{"target": t.label, **{k: v for k, v in res.items() if k not in PER_PROMPT}}
                             for t, res in zip(self.targets, self.results)],
-                "prompts": [row | {key: {t.label: res[key][i] for t, res in zip(self.targets, self.results)}
+                "prompts": [row | {key: {t.label: (res.get(key) or [None] * len(self.rows))[i]
+                                         for t, res in zip(self.targets, self.results)}
                                    for key in PER_PROMPT} for i, row in enumerate(self.rows)]}
 
     def notable(self, i: int) -> bool:

@@ -242,6 +242,7 @@ class ChatTurnData(TypedDict, total=False):
     tokens_per_s: float | None
     tokens: int
     stopped: bool
+    expert: str | None          # a route stage's turn: the expert that answered
 
 
 class RolloutTurn(TypedDict, total=False):

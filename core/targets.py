@@ -58,12 +58,17 @@ def resolve_target(text: str, directory: Path) -> Target:
 
 def folder_target(folder: Path) -> Target:
     """A plain local model or adapter folder (its cockpit.json, if any, names an adapter's base)."""
-    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")) and not is_routed(folder):
         raise UserError(f"{folder} is not a model folder (no config.json or adapter_config.json)")
     refuse_pickle_only(folder)
     meta = _read_json(folder / "cockpit.json")
     return Target(label=folder.name, path=str(folder.resolve()), base=meta.get("base"), stage=meta.get("stage"),
                   step=meta.get("step"))
+
+
+def is_routed(folder: Path) -> bool:
+    """A route stage's output: experts behind a router, described by its cockpit.json."""
+    return _read_json(folder / "cockpit.json").get("type") == "routed"
 
 
 def refuse_pickle_only(folder: Path) -> None:
@@ -86,10 +91,8 @@ def stage_target(paths: RunPaths, stage: str, step: int | None = None) -> Target
     if kind is None:
         names = ", ".join([BASE, *_stage_kinds(paths)])
         raise UserError(f"run {paths.id} has no stage {stage!r} (targets: {names})")
-    if kind == "route":
-        experts = next(s.get("route", {}).get("experts", []) for s in config.get("stages", []) if s["name"] == stage)
-        raise UserError(f"{stage!r} is a route stage: chat and compare take one model, so pick one of its experts "
-                        f"for now ({', '.join(f'{paths.id}:{e}' for e in experts)})")
+    if kind == "route" and step is not None:  # its checkpoints are the router's training, not a model
+        raise UserError(f"{stage!r} is a route stage: chat and compare take its final output ({paths.id}:{stage})")
     folder = _stage_folder(paths, stage, step)
     label = stage if step is None else f"{stage}@{step}"
     refuse_pickle_only(folder)
@@ -148,7 +151,8 @@ def run_targets(paths: RunPaths) -> list[Target]:
     found = []
     for make in [lambda: stage_target(paths, BASE)] + [
             lambda s=s, step=step: stage_target(paths, s, step)
-            for s in _stage_kinds(paths) for step in [*checkpoint_steps(paths, s), None]]:
+            for s, kind in _stage_kinds(paths).items()
+            for step in [*(checkpoint_steps(paths, s) if kind != "route" else []), None]]:
         try:
             found.append(make())
         except UserError:

@@ -40,6 +40,7 @@ class TargetLoaded(Message):
     load_s: float
     reused_base: bool
     text_model: bool
+    experts: list[str]
 
 
 @dataclass
@@ -144,7 +145,8 @@ class ChatScreen(Screen):
             if self._session is None:
                 self._session = ChatSession(self._worker, target)
             loaded = self._session.load(target)
-            self.post_message(TargetLoaded(target, loaded["load_s"], loaded["reused_base"], loaded["format"] == "text"))
+            self.post_message(TargetLoaded(target, loaded["load_s"], loaded["reused_base"], loaded["format"] == "text",
+                                            loaded.get("experts") or []))
         except Exception as exc:  # noqa: BLE001  (shown on screen)
             self.post_message(ChatFailed(f"cannot load {target.label}: {exc}"))
 
@@ -185,7 +187,8 @@ class ChatScreen(Screen):
         self.query_one("#chat-log").border_title = f"conversation · {message.target.label}"
         shared = ", base shared" if message.reused_base else ""
         text = f" · {TEXT_MODEL_NOTE}" if message.text_model else ""
-        self._status(f"{message.target.label} loaded in {message.load_s:.2f} s{shared}{text}")
+        experts = f" · routes to {', '.join(message.experts)}" if message.experts else ""
+        self._status(f"{message.target.label} loaded in {message.load_s:.2f} s{shared}{experts}{text}")
         chat_input = self.query_one("#chat-input", Input)
         chat_input.disabled = False
         chat_input.focus()
@@ -235,7 +238,10 @@ class ChatScreen(Screen):
         self.last_reply = reply = message.reply
         ttft = f"first token {reply.ttft_ms:.0f} ms" if reply.ttft_ms is not None else "no tokens"
         speed = f" · {reply.tokens_per_s:.0f} tok/s" if reply.tokens_per_s else ""
-        self._status(f"{self.target.label} · {ttft}{speed} · {reply.tokens} tokens"
+        if reply.expert and self._reply_widget is not None:  # a route stage: which expert wrote this turn
+            self._reply_widget.update(f"{self.target.label} → {reply.expert}: {self._reply_text}")
+        expert = f" · answered by {reply.expert}" if reply.expert else ""
+        self._status(f"{self.target.label}{expert} · {ttft}{speed} · {reply.tokens} tokens"
                      + (" · stopped" if reply.stopped else ""))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

@@ -65,7 +65,8 @@ def outputs_table(result: CompareResult, limit: int | None = None, only_notable:
         if row.get("answer") not in (None, ""):
             prompt.append(f"\nanswer: {row['answer']}", style="dim")
         cells = [highlighted(out, outputs[0]) if n else Text(out) for n, out in enumerate(outputs)]
-        table.add_row(prompt, *[_marked(cell, res["right"][i]) for cell, res in zip(cells, result.results)])
+        table.add_row(prompt, *[_marked(_routed(cell, res.get("routes"), i), res["right"][i])
+                                for cell, res in zip(cells, result.results)])
     return table
 
 
@@ -82,6 +83,11 @@ def _outputs_title(result: CompareResult, notable: int, only_notable: bool) -> s
     return (f"outputs: {notable} of {len(result.rows)} prompts differ or have a wrong answer, "
             f"{'only those' if only_notable else 'those first'} (✓ right, ✗ wrong; highlighted: differs from "
             f"{result.targets[0].label})")
+
+
+def _routed(cell: Text, routes: list[str] | None, i: int) -> Text:
+    """A route stage's output after the name of the expert that wrote it."""
+    return Text.assemble((f"{routes[i]} › ", "italic cyan"), cell) if routes else cell
 
 
 def _marked(cell: Text, right: bool | None) -> Text:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 
 class RoutedModel:
-    """Expert adapters (`experts`, a PeftModel holding one adapter per name) behind a per-input router."""
+    """Expert adapters (`experts`, a PeftModel holding one adapter per expert) behind a per-input router;
+    `adapters` are their peft names where these differ from the experts' `names`."""
 
-    def __init__(self, experts, names: list[str], router, pad_token_id: int):
+    def __init__(self, experts, names: list[str], router, pad_token_id: int, adapters: list[str] | None = None):
         self.experts, self.names, self.router, self.pad = experts, names, router, pad_token_id
+        self.adapters = adapters or names
         self.last_routes: list[str] = []
 
     @property
@@ -49,7 +51,7 @@ class RoutedModel:
 
         outs = {}
         for expert, rows in _groups(self.route(input_ids, attention_mask)).items():
-            self.experts.set_adapter(self.names[expert])
+            self.experts.set_adapter(self.adapters[expert])
             outs[expert] = (rows, self.experts.generate(input_ids=input_ids[rows], attention_mask=attention_mask[rows],
                                                         **kwargs | {"return_dict_in_generate": True}))
         sequences = _stitch({e: (rows, out.sequences) for e, (rows, out) in outs.items()}, self.pad)
@@ -67,7 +69,7 @@ class RoutedModel:
 
         outs = {}
         for expert, rows in _groups(self.route(input_ids, attention_mask)).items():
-            self.experts.set_adapter(self.names[expert])
+            self.experts.set_adapter(self.adapters[expert])
             outs[expert] = (rows, self.experts(input_ids=input_ids[rows], attention_mask=attention_mask[rows],
                                                **kwargs).logits)
         return CausalLMOutput(logits=_stitch(outs, 0.0))
@@ -124,20 +126,33 @@ def routing_data(prompts_by_expert: list[list[str]], per_expert: int, holdout: f
     return RoutingData(train, held_out)
 
 
+def load_router(causal, router: str, labels: int, pad_token_id: int):
+    """A saved classifier router (folder `router`: its LoRA and head) on the body of `causal`, its base."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(_classifier(causal, labels, pad_token_id), router).eval()
+
+
 def classifier_from(causal, labels: int, pad_token_id: int, lora):
     """A sequence classifier over `labels` experts with the causal LM's body, a LoRA on it and a fresh head."""
+    from peft import LoraConfig, get_peft_model
+
+    adapter = LoraConfig(task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                         target_modules=lora.target_modules)
+    return get_peft_model(_classifier(causal, labels, pad_token_id), adapter)
+
+
+def _classifier(causal, labels: int, pad_token_id: int):
+    """A sequence classifier (fresh head) whose body holds a copy of the causal LM's weights."""
     import copy
 
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     config = copy.deepcopy(causal.config)
     config.num_labels, config.pad_token_id = labels, pad_token_id
     clf = AutoModelForSequenceClassification.from_config(config, dtype=causal.dtype)
     clf.base_model.load_state_dict(causal.base_model.state_dict())
-    adapter = LoraConfig(task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                         target_modules=lora.target_modules)
-    return get_peft_model(clf, adapter)
+    return clf
 
 
 def routing_accuracy(clf, tokenizer, held_out: list[tuple[str, int]], labels: int,

@@ -53,14 +53,15 @@ def score(model, tokenizer, rows: list[dict], spec: EvalSpec, kind: str | None) 
     was_training = model.training
     model.eval()
     try:
-        outputs = batched_outputs(model, tokenizer, [i.prompt for i in items], spec)
+        outputs, routes = batched_outputs(model, tokenizer, [i.prompt for i in items], spec)
         ppl = perplexity(model, tokenizer, items, spec.batch_size) if "perplexity" in spec.metrics else None
     finally:
         model.train(was_training)
     graded = [i.prompt + o if fmt == "text" else o for i, o in zip(items, outputs)]
     answered = [k for k, r in enumerate(rows) if str(r.get("answer", "")).strip()]
     graded_answered, answers = [graded[k] for k in answered], [rows[k]["answer"] for k in answered]
-    return {"outputs": outputs, "right": right_answers(graded_answered, answers, answered, len(rows)),
+    return {"outputs": outputs, "routes": routes,
+            "right": right_answers(graded_answered, answers, answered, len(rows)),
             "format": fmt, "perplexity": ppl, "answered": len(answered),
             **answer_metrics(graded_answered, answers), "mean_length": _mean([len(o) for o in outputs])}
 
@@ -73,13 +74,15 @@ def right_answers(graded: list[str], answers: list, answered: list[int], rows: i
     return right
 
 
-def batched_outputs(model, tokenizer, prompts: list[str], spec: EvalSpec) -> list[str]:
-    """Greedy outputs in the eval's own batches (batch composition changes padding, hence the numbers)."""
+def batched_outputs(model, tokenizer, prompts: list[str], spec: EvalSpec) -> tuple[list[str], list[str] | None]:
+    """Greedy outputs in the eval's own batches (batch composition changes padding, hence the numbers), and
+    for a route stage the expert that answered each prompt (None for other models)."""
     size = spec.batch_size
-    outputs: list[str] = []
+    outputs, routes = [], []
     for start in range(0, len(prompts), size):
         outputs += generate(model, tokenizer, prompts[start:start + size], spec.max_new_tokens)
-    return outputs
+        routes += getattr(model, "last_routes", [])
+    return outputs, routes or None
 
 
 def answer_metrics(graded: list[str], answers: list) -> dict:

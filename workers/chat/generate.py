@@ -101,7 +101,8 @@ def generate_reply(active: Active, messages: list[dict], settings: dict, stop: t
     with using(active) as model, torch.no_grad():
         model.generate(**enc.to(model.device), streamer=stream, pad_token_id=tokenizer.pad_token_id,
                        stopping_criteria=StoppingCriteriaList([StopFlag(stop)]), **sampling_args(settings))
-    return summary(stream, started, stop.is_set())
+        routes = getattr(model, "last_routes", None)  # a route stage: the expert its router picked
+    return summary(stream, started, stop.is_set()) | {"expert": routes[0] if routes else None}
 
 
 def summary(stream: TokenStream, started: float, stopped: bool) -> dict:

@@ -1,17 +1,22 @@
 """Models for chat and compare: each distinct base loaded once, its adapters attached and switched by peft.
 
 Switching between adapters of one base is `set_adapter` (~1 ms, no weight copies); the base itself is
-served from the same weights with `disable_adapter()`. Loading goes through workers.modeling, so
-pickle-only folders are refused and remote code runs only when the target says so.
+served from the same weights with `disable_adapter()`. A route stage's output is its experts' adapters on
+that shared base behind its saved router (a classifier copy of the base; Arrow gets a base of its own).
+Loading goes through workers.modeling, so pickle-only folders are refused and remote code runs only when
+the target says so.
 """
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.targets import is_routed
 from workers.heldout import resolve_format
 from workers.modeling import adapter_base, check_weights, is_adapter, load_full, load_tokenizer
+from workers.routing import RoutedModel, load_router
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
@@ -35,6 +40,8 @@ class Active:
     tokenizer: object
     reused_base: bool
     format: str
+    routed: object | None = None  # a route stage's model (generates through its router), used instead of base
+    experts: tuple[str, ...] = ()  # ... and the experts it routes to
 
 
 class ModelPool:
@@ -43,6 +50,7 @@ class ModelPool:
     def __init__(self):
         self._bases: dict[str, LoadedBase] = {}
         self._tokenizers: dict[str, object] = {}
+        self._routed: dict[str, tuple[LoadedBase, object, tuple[str, ...]]] = {}
 
     @property
     def bases_loaded(self) -> int:
@@ -52,6 +60,8 @@ class ModelPool:
         """Load (or reuse) what `target` (a core.targets.Target as JSON) needs."""
         path, trust = _folder(target["path"]), bool(target.get("trust_remote_code"))
         check_weights(path)
+        if is_routed(Path(path)):
+            return self._activate_routed(path, target, trust)
         if is_adapter(path):
             base_path = _folder(target.get("base") or adapter_base(path))
             reused = base_path in self._bases
@@ -63,6 +73,30 @@ class ModelPool:
         tokenizer = self._tokenizer(path, target, trust)
         return Active(target.get("label") or Path(path).name, loaded, adapter, tokenizer, reused,
                       resolve_format("auto", target.get("kind"), tokenizer))
+
+    def _activate_routed(self, path: str, target: dict, trust: bool) -> Active:
+        """A route stage's output (its folder's cockpit.json names the router, the experts and their base)."""
+        reused = path in self._routed
+        tokenizer = self._tokenizer(path, target, trust)
+        if not reused:
+            self._routed[path] = self._routed_model(path, trust, tokenizer.pad_token_id)
+        loaded, model, experts = self._routed[path]
+        return Active(target.get("label") or Path(path).name, loaded, None, tokenizer, reused,
+                      resolve_format("auto", target.get("kind"), tokenizer), model, experts)
+
+    def _routed_model(self, path: str, trust: bool, pad_token_id: int) -> tuple[LoadedBase, object, tuple[str, ...]]:
+        meta = json.loads((Path(path) / "cockpit.json").read_text())
+        names, folders = list(meta["experts"]), [_folder(p) for p in meta["experts"].values()]
+        if meta["router"] == "arrow":
+            from peft import ArrowConfig, create_arrow_model
+
+            config = ArrowConfig(top_k=min(meta.get("top_k", 1), len(names)))
+            model = create_arrow_model(load_full(meta["base"], trust).to(_device()), folders, config).eval()
+            return LoadedBase(model), model, tuple(names)
+        loaded = self._base(_folder(meta["base"]), trust)
+        adapters = [self._attach(loaded, folder) for folder in folders]
+        router = load_router(load_full(meta["base"], trust), str(Path(path) / "router"), len(names), pad_token_id)
+        return loaded, RoutedModel(loaded.model, names, router.to(_device()), pad_token_id, adapters), tuple(names)
 
     def _base(self, path: str, trust: bool) -> LoadedBase:
         if path not in self._bases:
@@ -99,6 +133,9 @@ class ModelPool:
 @contextmanager
 def using(active: Active):
     """The model with exactly this target's weights switched on."""
+    if active.routed is not None:
+        yield active.routed
+        return
     model = active.base.model
     if active.adapter is not None:
         model.set_adapter(active.adapter)

@@ -8,6 +8,7 @@ Requests:  {"op": "load", "id": 1, "target": {Target as JSON}}
            {"op": "compare", "id": 3, "targets": [...], "rows": [...] | "eval": {EvalSpec}, ...}
            {"op": "stop"}   {"op": "quit"}
 Events:    {"event": "ready"} then, per request id: "loaded" | "token"* "done" | "progress"* "compared",
+           ("loaded" names a route stage's experts; "done" the expert that answered),
            or "error" {"message", "user": true when the request itself was wrong}.
 """
 from __future__ import annotations
@@ -116,7 +117,7 @@ class ChatServer:
         self.active = self.pool.activate(target)
         self.channel.send("loaded", rid, label=self.active.label, load_s=round(time.perf_counter() - started, 4),
                           reused_base=self.active.reused_base, adapter=self.active.adapter is not None,
-                          format=self.active.format)
+                          format=self.active.format, experts=list(self.active.experts))
 
     def _generate(self, rid: int, request: dict) -> None:
         from workers.chat.generate import generate_reply

@@ -98,8 +98,9 @@ def save_routed(stage: Stage, router, tokenizer, source: str, step: int):
     if router is not None:
         router.save_pretrained(tmp / "router", safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    meta = {"type": "routed", "router": stage.config.route.router, "base": source, "stage": stage.name, "step": step,
-            "experts": {e.name: e.path for e in stage.spec.experts}}
+    route = stage.config.route
+    meta = {"type": "routed", "router": route.router, "top_k": route.top_k, "base": source, "stage": stage.name,
+            "step": step, "experts": {e.name: e.path for e in stage.spec.experts}}
     (tmp / "cockpit.json").write_text(json.dumps(meta, indent=1))
     replace_dir(tmp, final)
     return final
