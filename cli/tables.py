@@ -153,7 +153,9 @@ def _train_text(stage: StageSpec) -> str:
     t, lora = stage.train, stage.lora
     adapter = f"lora r{lora.r}" + (" dora" if lora.use_dora else "") if lora else "full"
     phases = f"\n[dim]ctx {'→'.join(str(p.max_length) for p in t.phases)}[/]" if t.phases else ""
-    return f"{t.steps}×{t.batch_size * t.grad_accum} lr {t.lr:g}\n[dim]{adapter}[/]" + phases + _launch_text(stage)
+    procs = f"\n[dim]{t.strategy} ×{t.nproc}[/]" if t.nproc > 1 or t.strategy != "ddp" else ""
+    return (f"{t.steps}×{t.batch_size * t.grad_accum} lr {t.lr:g}\n[dim]{adapter}[/]" + phases + procs
+            + _launch_text(stage))
 
 
 def _launch_text(stage: StageSpec) -> str:

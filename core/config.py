@@ -102,6 +102,9 @@ class TrainSpec(Strict):
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where supported")
     nproc: int = Field(1, gt=0, description="processes (torchrun) for this stage")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="how several processes share training: ddp (each "
+                                             "holds the whole model) or fsdp (weights, gradients and optimizer "
+                                             "state sharded across them: accelerate's FSDP2, GPUs only)")
     threads: Optional[int] = Field(None, gt=0, description="CPU threads per worker process (torch, OMP, MKL); "
                                    "unset = $OMP_NUM_THREADS if set, else every core the worker may use")
     beta: Optional[float] = Field(None, ge=0.0, description="DPO/IPO temperature or GRPO KL weight")

@@ -43,6 +43,7 @@ def check_semantics(cur: Curriculum, located: LocatedYaml, base_dir: Path) -> No
         errors += _check_gate_metrics(cur, stage, here, names, located)
         errors += _check_launch(cur, stage, here, located)
         errors += _check_phases(stage, here, located)
+        errors += _check_strategy(cur, stage, here, located)
         names.append(stage.name)
     if errors:
         raise ConfigErrors(errors)
@@ -344,6 +345,23 @@ def _check_phases(stage: StageSpec, here: tuple, located: LocatedYaml) -> list[C
     if stage.train.phases and stage.kind not in PHASED_KINDS:
         return [_err(located, here + ("train", "max_length"), f"context phases (max_length as a list) are for "
                      f"{' and '.join(PHASED_KINDS)} stages, not {stage.kind}")]
+    return []
+
+
+def _check_strategy(cur: Curriculum, stage: StageSpec, here: tuple, located: LocatedYaml) -> list[ConfigError]:
+    """FSDP shards full-precision weights across several processes of the hf backend."""
+    if stage.train.strategy != "fsdp" or not KINDS[stage.kind].trains:
+        return []
+    where = here + ("train", "strategy")
+    nodes = {"slurm": stage.launch.slurm.nodes, "skypilot": stage.launch.skypilot.num_nodes}.get(stage.launch.via, 1)
+    if stage.train.nproc == 1 and nodes == 1:
+        return [_err(located, where, "fsdp shards the model across processes: set train.nproc (GPUs per node) "
+                     "above 1, or run the stage on several nodes")]
+    if cur.model.backend == "unsloth":
+        return [_err(located, where, "the unsloth backend trains on one GPU: use model.backend: hf for fsdp")]
+    if cur.model.quantization != "none":
+        return [_err(located, where, f"fsdp shards unquantized weights: load the model with quantization: none "
+                     f"(not {cur.model.quantization})")]
     return []
 
 

@@ -22,7 +22,7 @@ OWNED = {  # TRL field -> where the curriculum sets it
     "max_tool_calling_iterations": "max_tool_calls", "chat_template_kwargs": "chat_template_kwargs",
     "use_cpu": "the cockpit (the machine)", "ddp_backend": "the cockpit (train.nproc)",
     "report_to": "the cockpit (the run store)", "logging_dir": "the cockpit (the run store)",
-    "gradient_checkpointing": "model.gradient_checkpointing",
+    "gradient_checkpointing": "model.gradient_checkpointing", "fsdp": "train.strategy",
 }
 OWNED_BY_KIND = {"dpo": {"loss_type": "loss"},
                  "distill": {"beta": "distill.beta", "lmbda": "distill.lmbda", "seq_kd": "distill.seq_kd",

@@ -196,12 +196,13 @@ def quiet_libraries() -> None:
 
 
 # -- outputs ------------------------------------------------------------------------------------
-def save_final(stage: Stage, model, tokenizer, step: int, base: str | None) -> Path:
-    """`<output_dir>/final/`: written to a temp sibling, renamed into place when complete."""
+def save_final(stage: Stage, model, tokenizer, step: int, base: str | None, state_dict: dict | None = None) -> Path:
+    """`<output_dir>/final/`: written to a temp sibling, renamed into place when complete; `state_dict`: the
+    weights to write when the model's own are sharded (FSDP)."""
     final = stage.output_dir / "final"
     tmp = stage.output_dir / f".final.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     tokenizer.save_pretrained(tmp)
     kind = "adapter" if (tmp / "adapter_config.json").is_file() else "full"
     meta = {"type": kind, "base": base if kind == "adapter" else None, "stage": stage.name, "step": step}

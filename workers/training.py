@@ -1,14 +1,21 @@
-"""What the four training kinds share: TRL config from TrainSpec, the train -> save -> eval sequence."""
+"""What the four training kinds share: TRL config from TrainSpec, the train -> save -> eval sequence.
+
+`train.strategy: fsdp` is accelerate's FSDP2 through the trainer's own `fsdp`/`fsdp_config`: every rank joins
+the gather of the full weights for the final save, and rank 0 evaluates the saved model (its shards cannot
+run alone). Accelerate 1.15 turns FSDP on only for GPU-type devices (on CPU with gloo it quietly trains DDP),
+so a worker without a GPU refuses the setting instead of training something other than asked.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from core.config import TrainSpec
+from core.errors import SpecError
 from workers import context_phases
 from workers.callback import StoreCallback
 from workers.common import Stage, quiet_libraries, record_eval, save_final, started
 from workers.adapter_targets import experts_warning, lora_config, trainable_by_family
-from workers.modeling import count_params, gradient_checkpointing, load_for_training
+from workers.modeling import count_params, gradient_checkpointing, load_for_training, load_full, load_options
 
 
 def cpu_has_bf16() -> bool:
@@ -52,7 +59,28 @@ def training_args(stage: Stage, config_cls, **extra):
         ddp_backend=None if cuda or stage.world_size == 1 else "gloo", report_to=[], disable_tqdm=True,
         dataloader_num_workers=0, **scheduler_args(t),
         **checkpointing_args(config_cls, gradient_checkpointing(stage.spec.model)))
-    return config_cls(**owned | extra | stage.config.trl)  # trl: (checked at load) over the kind's defaults
+    # trl: (checked at load) over the kind's defaults; fsdp's settings merge trl's fsdp_config over the cockpit's
+    return config_cls(**owned | extra | stage.config.trl | fsdp_args(stage, config_cls, cuda))
+
+
+def fsdp_args(stage: Stage, config_cls, cuda: bool) -> dict:
+    """FSDP2 when train.strategy is fsdp ({} for ddp): each decoder layer wrapped (accelerate reads the model's
+    `_no_split_modules`), FSDP's own activation checkpointing instead of the trainer's (which would gather
+    every layer twice), full weights gathered for saving; `trl: {fsdp_config: ...}` goes over these."""
+    if stage.train.strategy != "fsdp":
+        return {}
+    if not cuda:
+        raise SpecError("train.strategy: fsdp needs GPUs (accelerate shards a model only across GPU-type devices; "
+                        "on CPU it would train DDP instead): use strategy: ddp on this machine")
+    own = {"version": 2, "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT",
+           "activation_checkpointing": gradient_checkpointing(stage.spec.model)}
+    return {"fsdp": True, "fsdp_config": own | stage.config.trl.get("fsdp_config", {}),
+            **checkpointing_args(config_cls, False)}
+
+
+def gathered_weights(trainer) -> dict | None:
+    """Under FSDP, the full weights for rank 0's save (every rank must call this: it is a collective)."""
+    return trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
 
 
 def checkpointing_args(config_cls, on: bool) -> dict:
@@ -92,9 +120,13 @@ def run_training(stage: Stage, build_trainer) -> None:
         stage.log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
     step = trainer.state.global_step
+    weights = gathered_weights(trainer)
     if stage.rank != 0:
         return
-    model = trainer.model
-    final = save_final(stage, model, loaded.tokenizer, step, base=loaded.source)
+    model = trainer.accelerator.unwrap_model(trainer.model) if weights is not None else trainer.model
+    final = save_final(stage, model, loaded.tokenizer, step, base=loaded.source, state_dict=weights)
     stage.log(f"final model saved to {final}")
+    if weights is not None:  # rank 0's shards cannot run a forward pass alone
+        options = load_options(stage.spec.model, quantize=False)
+        model = load_full(str(final), stage.spec.model.trust_remote_code, options).to(model.device)
     record_eval(stage, model, loaded.tokenizer, step)
