@@ -40,6 +40,21 @@ def test_two_gpu_data_parallel_over_nccl(worker_run):
         assert store.events(kinds=["stage_started"], stage="sft_ddp")[-1].data["world_size"] == 2
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP shards across two GPUs")
+@pytest.mark.parametrize("lora", [None, {"r": 8}])
+def test_two_gpu_fsdp_saves_full_weights_and_evaluates(worker_run, lora):
+    name = "fsdp_lora" if lora else "fsdp_full"
+    spec = worker_run.spec(name, "sft", data="builtin:arithmetic-chat", lora=lora, eval={"max_samples": 8},
+                           train={**TRAIN, "nproc": 2, "strategy": "fsdp"},
+                           model={"backend": "hf", "gradient_checkpointing": True})
+    result = worker_run.run("sft", spec, nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with worker_run.store() as store:
+        assert "eval/accuracy" in store.final_metrics(name)
+    saved = worker_run.final(name) / ("adapter_model.safetensors" if lora else "model.safetensors")
+    assert saved.is_file() and saved.stat().st_size > 10_000  # gathered weights, not one rank's empty shard
+
+
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 def test_quantized_base_trains_an_adapter_with_gradient_checkpointing(worker_run, bits):
     pytest.importorskip("bitsandbytes")
