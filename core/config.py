@@ -240,11 +240,12 @@ class RouteSpec(Strict):
 
     experts: list[str] = Field(min_length=2, description="earlier stages that each train a LoRA adapter on the "
                                "same parent (the route stage starts from that parent)")
-    router: Literal["classifier", "arrow"] = Field(
+    router: Literal["classifier", "xlora", "arrow"] = Field(
         "classifier", description="classifier: a trained classifier (a LoRA and a head on the parent) sends each "
-        "input to one expert; arrow: peft's training-free per-token Arrow routing")
-    samples: int = Field(512, gt=0, description="classifier: routing prompts per expert, from each expert's data "
-                         "(balanced: the fewest any expert has)")
+        "input to one expert; xlora: peft's X-LoRA, a learned per-token mix of the frozen experts; arrow: peft's "
+        "training-free per-token Arrow routing")
+    samples: int = Field(512, gt=0, description="classifier, xlora: training rows per expert, from each expert's "
+                         "data (balanced: the fewest any expert has)")
     holdout: float = Field(0.2, gt=0.0, lt=1.0, description="classifier: share of routing prompts held out to "
                            "measure routing/accuracy")
     top_k: int = Field(1, gt=0, description="arrow: experts mixed per token")

@@ -104,6 +104,28 @@ def test_arrow_routes_without_training(tmp_path):
     assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr  # per-token mixing: no one expert to name
 
 
+def test_xlora_learns_to_mix_the_experts(tmp_path):
+    _write_tasks(tmp_path)
+    config = tmp_path / "xlora.yaml"
+    config.write_text(EXPERTS + "  - {name: routed, kind: route, route: {experts: [alpha, beta], router: xlora, "
+                      "samples: 100}, train: {steps: 40, lr: 0.002}, "
+                      "gate: {require: {eval/accuracy: {min_of: [alpha, beta], gain: 0.2}}}}\n")
+    run = run_batch(config)
+    with RunStore(run / "run.db") as store:
+        assert store.stage("routed")["status"] == "passed"  # beats each expert (0.5) by 0.2 on the mixed set
+        assert store.last_step("routed") == 40
+        started = store.events(kinds=["stage_started"], stage="routed")[-1].data
+        recorded = store.final_metrics("routed")["eval/accuracy"]
+    assert started["router"] == "xlora" and started["rows"] == 200
+    assert (run / "stages" / "routed" / "final" / "router" / "xlora_head.safetensors").is_file()
+    compare = subprocess.run([sys.executable, "-m", "cli.main", "compare", "--runs-dir", str(run.parent),
+                              f"{run.name}:alpha", f"{run.name}:routed", "--json"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    accuracy = {m["target"]: m["accuracy"] for m in json.loads(compare.stdout)["metrics"]}
+    assert accuracy == {"alpha": 0.5, "routed": recorded} and recorded >= 0.7  # the saved head, reloaded
+
+
 def test_each_row_of_a_batch_is_answered_by_the_expert_its_router_names():
     """Two experts with different random adapters; a router that sends odd rows to the second."""
     tokenizer = build_tokenizer()

@@ -3,12 +3,14 @@
 `RoutedModel` looks like a causal LM to evaluation and chat (generate, forward, eval/train): each row of
 a batch runs through the expert its router names, and `last_routes` says which answered. The classifier
 router is a sequence-classification copy of the base with a LoRA and a head, trained (transformers'
-Trainer) on prompts from the experts' own data, balanced, with a held-out split.
+Trainer) on prompts from the experts' own data, balanced, with a held-out split. X-LoRA (peft) trains
+instead a small head that mixes the frozen experts per token, on the experts' own chats (`xlora_examples`).
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class RoutedModel:
@@ -115,15 +117,76 @@ def routing_data(prompts_by_expert: list[list[str]], per_expert: int, holdout: f
     """The same number of prompts from each expert (the fewest any has, at most `per_expert`), shuffled; a
     `holdout` share of each expert's (at least one) is kept out of training."""
     rng = random.Random(seed)
-    count = min(per_expert, *(len(p) for p in prompts_by_expert))
     train, held_out = [], []
-    for label, prompts in enumerate(prompts_by_expert):
-        chosen = rng.sample(prompts, count)
-        cut = max(1, round(count * holdout))
+    for label, chosen in enumerate(balanced(prompts_by_expert, per_expert, rng)):
+        cut = max(1, round(len(chosen) * holdout))
         held_out += [(p, label) for p in chosen[:cut]]
         train += [(p, label) for p in chosen[cut:]]
     rng.shuffle(train)
     return RoutingData(train, held_out)
+
+
+def balanced(rows_by_expert: list[list], per_expert: int, rng: random.Random) -> list[list]:
+    """The same number of items from each expert (the fewest any has, at most `per_expert`), sampled."""
+    count = min(per_expert, *(len(rows) for rows in rows_by_expert))
+    return [rng.sample(rows, count) for rows in rows_by_expert]
+
+
+def xlora_examples(rows_by_expert: list[list[dict]], tokenizer, per_expert: int, seed: int,
+                   max_length: int) -> list[dict]:
+    """Balanced, shuffled chats of every expert as input_ids with labels on the final answer only."""
+    rng = random.Random(seed)
+    examples = [supervised_example(row, tokenizer, max_length)
+                for rows in balanced(rows_by_expert, per_expert, rng) for row in rows]
+    rng.shuffle(examples)
+    return examples
+
+
+def supervised_example(row: dict, tokenizer, max_length: int) -> dict:
+    """A chat (`messages`, or `prompt` + `completion`) in the chat template; the prompt's tokens get label -100."""
+    def turns(value, role: str) -> list[dict]:
+        return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+    messages = row.get("messages") or turns(row["prompt"], "user") + turns(row["completion"], "assistant")
+    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    asked = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    ids = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False),
+                    add_special_tokens=False).input_ids[:max_length]
+    return {"input_ids": ids, "labels": [-100] * min(asked, len(ids)) + ids[asked:]}
+
+
+XLORA_HEAD = "xlora_head.safetensors"
+
+
+def xlora_model(parent, expert_paths: list[str]):
+    """peft's X-LoRA over the experts' adapters (frozen; peft names them 0, 1, ...), its mixing head fresh."""
+    from peft import XLoraConfig, get_peft_model
+
+    parent.config.use_cache = False  # X-LoRA runs a scaling pass before each forward
+    config = XLoraConfig(task_type="CAUSAL_LM", hidden_size=parent.config.hidden_size,
+                         adapters={str(i): path for i, path in enumerate(expert_paths)})
+    return get_peft_model(parent, config)
+
+
+def save_xlora_head(model, folder: Path) -> None:
+    """The trained mixing head alone: peft 0.21's save_pretrained writes it into the first expert's subfolder,
+    and from_pretrained on that folder starts from a fresh head, so the cockpit keeps it itself."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()
+               if "internal_xlora_classifier" in k}, str(folder / XLORA_HEAD))
+
+
+def load_xlora(parent, expert_paths: list[str], folder: Path):
+    """An X-LoRA model over the experts with its saved mixing head."""
+    from safetensors.torch import load_file
+
+    model = xlora_model(parent, expert_paths)
+    unexpected = model.load_state_dict(load_file(str(folder / XLORA_HEAD)), strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"{folder / XLORA_HEAD} does not fit these experts ({', '.join(unexpected[:3])})")
+    return model.eval()
 
 
 def load_router(causal, router: str, labels: int, pad_token_id: int):

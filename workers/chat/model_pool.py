@@ -2,7 +2,8 @@
 
 Switching between adapters of one base is `set_adapter` (~1 ms, no weight copies); the base itself is
 served from the same weights with `disable_adapter()`. A route stage's output is its experts' adapters on
-that shared base behind its saved router (a classifier copy of the base; Arrow gets a base of its own).
+that shared base behind its saved router (a classifier copy of the base; Arrow and X-LoRA, which mix the
+experts per token, get a base of their own).
 Loading goes through workers.modeling, so pickle-only folders are refused and remote code runs only when
 the target says so.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from core.targets import is_routed
 from workers.heldout import resolve_format
 from workers.modeling import adapter_base, check_weights, is_adapter, load_full, load_tokenizer
-from workers.routing import RoutedModel, load_router
+from workers.routing import RoutedModel, load_router, load_xlora
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
@@ -87,11 +88,8 @@ class ModelPool:
     def _routed_model(self, path: str, trust: bool, pad_token_id: int) -> tuple[LoadedBase, object, tuple[str, ...]]:
         meta = json.loads((Path(path) / "cockpit.json").read_text())
         names, folders = list(meta["experts"]), [_folder(p) for p in meta["experts"].values()]
-        if meta["router"] == "arrow":
-            from peft import ArrowConfig, create_arrow_model
-
-            config = ArrowConfig(top_k=min(meta.get("top_k", 1), len(names)))
-            model = create_arrow_model(load_full(meta["base"], trust).to(_device()), folders, config).eval()
+        if meta["router"] in ("arrow", "xlora"):
+            model = _mixing_model(meta, folders, str(Path(path) / "router"), trust)
             return LoadedBase(model), model, tuple(names)
         loaded = self._base(_folder(meta["base"]), trust)
         adapters = [self._attach(loaded, folder) for folder in folders]
@@ -143,6 +141,16 @@ def using(active: Active):
         return
     with (model.disable_adapter() if active.base.adapters else nullcontext()):
         yield model
+
+
+def _mixing_model(meta: dict, experts: list[str], router: str, trust: bool):
+    """Arrow or X-LoRA: the experts mixed per token inside one peft model, on a base of its own."""
+    base = load_full(meta["base"], trust).to(_device())
+    if meta["router"] == "xlora":
+        return load_xlora(base, experts, Path(router))
+    from peft import ArrowConfig, create_arrow_model
+
+    return create_arrow_model(base, experts, ArrowConfig(top_k=min(meta.get("top_k", 1), len(experts)))).eval()
 
 
 def _device() -> str:

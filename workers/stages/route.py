@@ -2,8 +2,10 @@
 
 router: classifier trains a sequence classifier (the parent's body, a LoRA and a head; transformers'
 Trainer) on prompts from the experts' own data and records routing/accuracy on a held-out split with
-its confusion matrix; each input is then answered by the expert it names. router: arrow is peft's
-training-free Arrow routing (per token, over the top_k experts).
+its confusion matrix; each input is then answered by the expert it names. router: xlora is peft's X-LoRA:
+a small head trained (transformers' Trainer: TRL's SFTTrainer fuses the LM head, and X-LoRA's scaling pass
+needs the hidden states) to mix the frozen experts per token. router: arrow is peft's training-free Arrow
+routing (per token, over the top_k experts).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from workers.common import (Stage, entry, leave, quiet_libraries, record_eval, r
 from workers.data import load_rows
 from workers.heldout import make_items, resolve_format
 from workers.modeling import count_params, load_full, load_options, load_tokenizer, resolve_source
-from workers.routing import RoutedModel, classifier_from, routing_accuracy, routing_data
+from workers.routing import (RoutedModel, classifier_from, routing_accuracy, routing_data, save_xlora_head,
+                             xlora_examples, xlora_model)
 from workers.training import training_args
 
 
@@ -31,6 +34,9 @@ def main(stage: Stage) -> None:
     names = [e.name for e in stage.spec.experts]
     if route.router == "arrow":
         model, router, step = arrow_model(stage, parent), None, 0
+    elif route.router == "xlora":
+        model, step = train_xlora(stage, parent, tokenizer)
+        router = model
     else:
         router, step = train_router(stage, parent, tokenizer)
         model = RoutedModel(expert_adapters(stage, parent), names, router, tokenizer.pad_token_id)
@@ -59,6 +65,24 @@ def arrow_model(stage: Stage, parent):
     model = create_arrow_model(parent, [e.path for e in stage.spec.experts], config)
     started(stage, 0, "hf", count_params(model), router="arrow")
     return model.eval()
+
+
+def train_xlora(stage: Stage, parent, tokenizer):
+    """peft's X-LoRA over the experts' adapters (frozen), its scaling head trained on their own chats."""
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    route, experts = stage.config.route, stage.spec.experts
+    rows = [load_rows(e.data, CHAT_ROWS) for e in experts]
+    data = Dataset.from_list(xlora_examples(rows, tokenizer, route.samples, stage.train.seed, stage.train.max_length))
+    model = xlora_model(parent, [e.path for e in experts])
+    trainer = Trainer(model=model, args=training_args(stage, TrainingArguments), train_dataset=data,
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
+    trainer.add_callback(StoreCallback(stage.store, stage.name, stage.scratch, stage.checkpoints))
+    stage.trainer = trainer
+    started(stage, stage.train.steps, "hf", count_params(model), router="xlora", rows=len(data))
+    trainer.train(resume_from_checkpoint=stage.resume_point())
+    return model.eval(), trainer.state.global_step
 
 
 def train_router(stage: Stage, parent, tokenizer):
@@ -95,7 +119,9 @@ def save_routed(stage: Stage, router, tokenizer, source: str, step: int):
     final, tmp = stage.output_dir / "final", stage.output_dir / f".final.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if router is not None:
+    if stage.config.route.router == "xlora":
+        save_xlora_head(router, tmp / "router")
+    elif router is not None:
         router.save_pretrained(tmp / "router", safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     route = stage.config.route
