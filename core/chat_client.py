@@ -302,7 +302,7 @@ def prompt_set(targets: list[Target], prompts_file: Path | None = None, limit: i
     spec["max_samples"] = min(spec["max_samples"], limit or spec["max_samples"])
     spec["max_new_tokens"] = max_new_tokens or spec["max_new_tokens"]
     data = spec["data"] if isinstance(spec["data"], str) else spec["data"]["source"]
-    return PromptSet(spec, None, f"{data} ({spec['max_samples']} samples)")
+    return PromptSet(spec, None, f"{data} (at most {spec['max_samples']} samples)")
 
 
 def _prompt_row(row: dict) -> dict:

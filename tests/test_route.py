@@ -1,6 +1,7 @@
 """Route stages (mixture of LoRA experts): two experts from one base, a router over them, and the checks at load."""
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,8 @@ def test_xlora_learns_to_mix_the_experts(tmp_path):
     assert compare.returncode == 0, compare.stderr
     accuracy = {m["target"]: m["accuracy"] for m in json.loads(compare.stdout)["metrics"]}
     assert accuracy == {"alpha": 0.5, "routed": recorded} and recorded >= 0.7  # the saved head, reloaded
+    mixes = [p["routes"]["routed"] for p in json.loads(compare.stdout)["prompts"]]
+    assert all(re.fullmatch(r"(alpha|beta) \d+%", mix) for mix in mixes)  # the expert weighted most, its share
 
 
 def test_each_row_of_a_batch_is_answered_by_the_expert_its_router_names():

@@ -77,6 +77,27 @@ class RoutedModel:
         return CausalLMOutput(logits=_stitch(outs, 0.0))
 
 
+class MixedModel:
+    """An X-LoRA model for chat and compare: after each generate, `last_routes` names per row the expert its
+    head weighted most, with its share of the mix ("beta 83%")."""
+
+    def __init__(self, model, names: list[str]):
+        self.model, self.names = model, names
+        self.last_routes: list[str] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        out = self.model.generate(*args, **kwargs)
+        weights = self.model.get_latest_scalings().float().mean(dim=(1, 2))  # [batch, seq, layers, experts]
+        self.last_routes = [f"{self.names[int(w.argmax())]} {float(w.max()):.0%}" for w in weights]
+        return out
+
+
 def _groups(picks: list[int]) -> dict[int, list[int]]:
     groups: dict[int, list[int]] = {}
     for row, expert in enumerate(picks):

@@ -17,7 +17,7 @@ from pathlib import Path
 from core.targets import is_routed
 from workers.heldout import resolve_format
 from workers.modeling import adapter_base, check_weights, is_adapter, load_full, load_tokenizer
-from workers.routing import RoutedModel, load_router, load_xlora
+from workers.routing import MixedModel, RoutedModel, load_router, load_xlora
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
@@ -90,7 +90,7 @@ class ModelPool:
         names, folders = list(meta["experts"]), [_folder(p) for p in meta["experts"].values()]
         if meta["router"] in ("arrow", "xlora"):
             model = _mixing_model(meta, folders, str(Path(path) / "router"), trust)
-            return LoadedBase(model), model, tuple(names)
+            return LoadedBase(model), MixedModel(model, names) if meta["router"] == "xlora" else model, tuple(names)
         loaded = self._base(_folder(meta["base"]), trust)
         adapters = [self._attach(loaded, folder) for folder in folders]
         router = load_router(load_full(meta["base"], trust), str(Path(path) / "router"), len(names), pad_token_id)
