@@ -49,12 +49,23 @@ def _write_tasks(folder: Path) -> None:
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
 
 
-def test_the_routed_model_beats_every_expert_on_the_mixed_set(tmp_path):
-    _write_tasks(tmp_path)
-    config = tmp_path / "mole.yaml"
-    config.write_text(EXPERTS + ROUTED)
-    run = run_batch(config)
-    with RunStore(run / "run.db") as store:
+ARROW = "  - {name: arrow, kind: route, route: {experts: [alpha, beta], router: arrow, top_k: 2}}\n"
+XLORA = ("  - {name: xlora, kind: route, route: {experts: [alpha, beta], router: xlora, samples: 100}, "
+         "train: {steps: 40, lr: 0.002}, gate: {require: {eval/accuracy: {min_of: [alpha, beta], gain: 0.2}}}}\n")
+
+
+@pytest.fixture(scope="module")
+def mole(tmp_path_factory) -> Path:
+    """One run: the two experts trained once, then three routers over them (classifier, Arrow, X-LoRA)."""
+    folder = tmp_path_factory.mktemp("mole")
+    _write_tasks(folder)
+    config = folder / "mole.yaml"
+    config.write_text(EXPERTS + ROUTED + ARROW + XLORA)
+    return run_batch(config, timeout=600)
+
+
+def test_the_routed_model_beats_every_expert_on_the_mixed_set(mole):
+    with RunStore(mole / "run.db") as store:
         acc = {s: store.final_metrics(s)["eval/accuracy"] for s in ("alpha", "beta", "routed")}
         routing = [e for e in store.events(stage="routed") if e.name == "routing/accuracy"]
         gate = store.stage("routed")
@@ -63,24 +74,19 @@ def test_the_routed_model_beats_every_expert_on_the_mixed_set(tmp_path):
     assert routing[-1].value >= 0.9
     confusion = routing[-1].data["confusion"]
     assert routing[-1].data["experts"] == ["alpha", "beta"] and sum(map(sum, confusion)) == 40  # 20 % of 2 × 100
-    meta = json.loads((run / "stages" / "routed" / "final" / "cockpit.json").read_text())
+    meta = json.loads((mole / "stages" / "routed" / "final" / "cockpit.json").read_text())
     assert meta["type"] == "routed" and set(meta["experts"]) == {"alpha", "beta"}
-    assert (run / "stages" / "routed" / "final" / "router" / "adapter_model.safetensors").is_file()
-    _chat_and_compare_show_which_expert_answered(run, acc["routed"])
+    assert (mole / "stages" / "routed" / "final" / "router" / "adapter_model.safetensors").is_file()
+    _chat_and_compare_show_which_expert_answered(mole, acc["routed"])
 
 
 def _chat_and_compare_show_which_expert_answered(run: Path, recorded: float) -> None:
     """Chat and compare load the route stage's output: experts on their base behind the saved router."""
-    cli = [sys.executable, "-m", "cli.main"]
-    chat = subprocess.run([*cli, "chat", "--runs-dir", str(run.parent), f"{run.name}:routed", "--max-new-tokens", "6",
-                           "--prompt", "What is the beta code of 42?"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert chat.returncode == 0, chat.stderr
+    chat = _cli("chat", "--runs-dir", str(run.parent), f"{run.name}:routed", "--max-new-tokens", "6",
+                "--prompt", "What is the beta code of 42?")
     assert chat.stdout.strip().startswith("2222") and "answered by beta" in chat.stderr
-    compare = subprocess.run([*cli, "compare", "--runs-dir", str(run.parent), f"{run.name}:alpha", f"{run.name}:routed",
-                              "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert compare.returncode == 0, compare.stderr
-    result = json.loads(compare.stdout)
+    result = json.loads(_cli("compare", "--runs-dir", str(run.parent), f"{run.name}:alpha", f"{run.name}:routed",
+                             "--json").stdout)
     accuracy = {m["target"]: m["accuracy"] for m in result["metrics"]}
     assert accuracy == {"alpha": 0.5, "routed": recorded}  # the numbers the stages' evals recorded
     routes = [p["routes"]["routed"] for p in result["prompts"]]
@@ -89,43 +95,37 @@ def _chat_and_compare_show_which_expert_answered(run: Path, recorded: float) -> 
     assert {p["routes"]["alpha"] for p in result["prompts"]} == {None}
 
 
-def test_arrow_routes_without_training(tmp_path):
-    _write_tasks(tmp_path)
-    config = tmp_path / "arrow.yaml"
-    config.write_text(EXPERTS.replace("steps: 60", "steps: 20")
-                      + "  - {name: routed, kind: route, route: {experts: [alpha, beta], router: arrow, top_k: 2}}\n")
-    run = run_batch(config)
-    with RunStore(run / "run.db") as store:
-        assert "eval/accuracy" in store.final_metrics("routed")
-        assert store.last_step("routed") is None  # nothing trained
-    assert json.loads((run / "stages" / "routed" / "final" / "cockpit.json").read_text())["router"] == "arrow"
-    chat = subprocess.run([sys.executable, "-m", "cli.main", "chat", "--runs-dir", str(run.parent),
-                           f"{run.name}:routed", "--max-new-tokens", "4", "--prompt", "What is the beta code of 42?"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr  # per-token mixing: no one expert to name
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """`cockpit ARGS`, asserting it exits 0."""
+    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
-def test_xlora_learns_to_mix_the_experts(tmp_path):
-    _write_tasks(tmp_path)
-    config = tmp_path / "xlora.yaml"
-    config.write_text(EXPERTS + "  - {name: routed, kind: route, route: {experts: [alpha, beta], router: xlora, "
-                      "samples: 100}, train: {steps: 40, lr: 0.002}, "
-                      "gate: {require: {eval/accuracy: {min_of: [alpha, beta], gain: 0.2}}}}\n")
-    run = run_batch(config)
-    with RunStore(run / "run.db") as store:
-        assert store.stage("routed")["status"] == "passed"  # beats each expert (0.5) by 0.2 on the mixed set
-        assert store.last_step("routed") == 40
-        started = store.events(kinds=["stage_started"], stage="routed")[-1].data
-        recorded = store.final_metrics("routed")["eval/accuracy"]
+def test_arrow_routes_without_training(mole):
+    with RunStore(mole / "run.db") as store:
+        assert "eval/accuracy" in store.final_metrics("arrow")
+        assert store.last_step("arrow") is None  # nothing trained
+    assert json.loads((mole / "stages" / "arrow" / "final" / "cockpit.json").read_text())["router"] == "arrow"
+    chat = _cli("chat", "--runs-dir", str(mole.parent), f"{mole.name}:arrow", "--max-new-tokens", "4",
+                "--prompt", "What is the beta code of 42?")
+    assert chat.stdout.strip()  # per-token mixing: no one expert to name
+
+
+def test_xlora_learns_to_mix_the_experts(mole):
+    with RunStore(mole / "run.db") as store:
+        assert store.stage("xlora")["status"] == "passed"  # beats each expert (0.5) by 0.2 on the mixed set
+        assert store.last_step("xlora") == 40
+        started = store.events(kinds=["stage_started"], stage="xlora")[-1].data
+        recorded = store.final_metrics("xlora")["eval/accuracy"]
     assert started["router"] == "xlora" and started["rows"] == 200
-    assert (run / "stages" / "routed" / "final" / "router" / "xlora_head.safetensors").is_file()
-    compare = subprocess.run([sys.executable, "-m", "cli.main", "compare", "--runs-dir", str(run.parent),
-                              f"{run.name}:alpha", f"{run.name}:routed", "--json"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
-    assert compare.returncode == 0, compare.stderr
-    accuracy = {m["target"]: m["accuracy"] for m in json.loads(compare.stdout)["metrics"]}
-    assert accuracy == {"alpha": 0.5, "routed": recorded} and recorded >= 0.7  # the saved head, reloaded
-    mixes = [p["routes"]["routed"] for p in json.loads(compare.stdout)["prompts"]]
+    assert (mole / "stages" / "xlora" / "final" / "router" / "xlora_head.safetensors").is_file()
+    compare = json.loads(_cli("compare", "--runs-dir", str(mole.parent), f"{mole.name}:alpha", f"{mole.name}:xlora",
+                              "--json").stdout)
+    accuracy = {m["target"]: m["accuracy"] for m in compare["metrics"]}
+    assert accuracy == {"alpha": 0.5, "xlora": recorded} and recorded >= 0.7  # the saved head, reloaded
+    mixes = [p["routes"]["xlora"] for p in compare["prompts"]]
     assert all(re.fullmatch(r"(alpha|beta) \d+%", mix) for mix in mixes)  # the expert weighted most, its share
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -40,7 +40,7 @@ class TargetLoaded(Message):
     load_s: float
     reused_base: bool
     text_model: bool
-    experts: list[str]
+    experts: list[str] = field(default_factory=list)
 
 
 @dataclass
