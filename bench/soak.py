@@ -87,8 +87,8 @@ def kill_at_random_step(paths: RunPaths, rng: random.Random) -> bool:
             start = step or 0
             target = (running["name"], running["attempt"], rng.randint(start + 1, running["total_steps"] - 1)) \
                 if start + 1 < running["total_steps"] else None
-        if target and step is not None and step >= target[2] and meta.get("worker_pgid"):
-            os.killpg(meta["worker_pgid"], signal.SIGKILL)
+        if target and step is not None and step >= target[2] and meta.get("workers"):
+            os.killpg(meta["workers"][0]["pgid"], signal.SIGKILL)
             print(f"  killed {target[0]} (attempt {target[1]}) at step {step}", flush=True)
             return True
         time.sleep(0.05)

@@ -115,7 +115,9 @@ def plan_table(cur: Curriculum, console: Console | None = None) -> None:
     """`cockpit check`: the resolved stage plan, one row per stage (fits 80 columns)."""
     console = console or terminal()
     init = ", random init" if cur.model.init == "random" else ""
-    console.print(f"[bold]{cur.name}[/]  model {cur.model.base} ({cur.model.backend}{init}), {len(cur.stages)} stages")
+    at_once = f", {cur.parallel} at once" if cur.parallel > 1 else ""
+    console.print(f"[bold]{cur.name}[/]  model {cur.model.base} ({cur.model.backend}{init}), {len(cur.stages)} stages"
+                  f"{at_once}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("stage", no_wrap=True)
     table.add_column("kind and data", overflow="fold")

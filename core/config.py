@@ -427,6 +427,8 @@ class Curriculum(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     stall_timeout_s: float = Field(600.0, gt=0, description="a stage with no new step for this long is stalled")
     max_oom_retries: int = Field(2, ge=0)
+    parallel: int = Field(1, ge=1, description="stages run at once where their inputs are ready (each local one on "
+                          "GPUs of its own, or its share of the cores)")
     seed: Optional[int] = Field(None, description="train.seed of every stage whose train: and defaults.train: set none")
     sandbox: Literal["strict", "weak"] = Field(
         "strict", description="code rewards: strict refuses to run where no namespace barrier exists; weak accepts "

@@ -17,6 +17,10 @@ class HardwareSampler:
     def has_gpu(self) -> bool:
         return bool(self._nvml)
 
+    @property
+    def gpu_count(self) -> int:
+        return len(self._nvml or ())
+
     def sample(self, root_pid: int | None) -> HardwareData:
         """One sample: the `hardware` event's data."""
         rss, cpu, procs = self._tree_usage(root_pid)

@@ -6,6 +6,9 @@ It is the only writer of stage state. Started detached (own session, output to a
 
 While a stage's worker runs, the next stage's interpreter is prestarted (`WarmWorker`, see
 core/worker_proc.py) and handed its spec when that stage starts; `COCKPIT_PRESTART=0` turns it off.
+With `parallel: N`, up to N stages whose inputs are ready run at once instead, each in a thread of its
+own with its own store connection and its share of the machine (core/device_pool.py); nothing is
+prestarted then.
 """
 from __future__ import annotations
 
@@ -13,12 +16,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Iterator
 
 from core.checkpoints import checkpoint_step, resume_checkpoint
 from core.config import Curriculum, StageSpec
 from core.dag import BASE, Holds
+from core.device_pool import Allotment, DevicePool
 from core.events import (GATE_STOPPED, JOB_QUEUED, RULES, RUN_ENDING_STAGE, STAGE_OK, Decision, EventKind,
                          RunStatus, StageStatus, approves, gate_outcome)
 from core.gates import evaluate_gate, policy_decision
@@ -50,13 +57,24 @@ class Supervisor:
     def __init__(self, paths: RunPaths, gate_policy: str | None = None, lock: RunLock | None = None):
         self.paths = paths
         self.lock = lock  # taken in run() unless a launcher passed its own down
-        self.store = RunStore(paths.db)
+        self._local = threading.local()  # each stage thread's store connection, sampler and allotment
+        self._local.store, self._local.hardware = RunStore(paths.db), HardwareSampler()
         self.cur = Curriculum.model_validate(self.store.get_meta("config"))
         self.gate_policy = gate_policy
-        self.hardware = HardwareSampler()
         self._last_heartbeat = 0.0
         self._stop = False
         self._warm: dict[str, WarmWorker] = {}  # stage name -> its prestarted interpreter
+        self._workers: dict[str, dict] = {}  # stage name -> its worker's process group or job (meta `workers`)
+        self._workers_lock = threading.Lock()
+
+    @property
+    def store(self) -> RunStore:
+        """This thread's connection to the run store."""
+        return self._local.store
+
+    @property
+    def hardware(self) -> HardwareSampler:
+        return self._local.hardware
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> str:
@@ -64,13 +82,13 @@ class Supervisor:
         another supervisor holds the run."""
         self.lock = self.lock or RunLock.acquire(self.paths.root)
         self._install_signal_handlers()
-        self._reap_orphaned_worker()
+        self._reap_orphaned_workers()
         self.store.set_meta(status=RunStatus.RUNNING, supervisor_pid=os.getpid(), heartbeat=time.time())
         status = RunStatus.COMPLETED
         holds = Holds()
         try:
-            for stage in self.cur.stages:
-                outcome = self._advance(stage, holds)
+            outcomes = self._side_by_side(holds) if self.cur.parallel > 1 else self._in_order(holds)
+            for outcome in outcomes:
                 if outcome == StageStatus.STOPPED:
                     status = RunStatus.STOPPED
                     break
@@ -89,6 +107,51 @@ class Supervisor:
             self.store.close()
             self.lock.release()
         return status
+
+    def _in_order(self, holds: Holds) -> Iterator[str]:
+        for stage in self.cur.stages:
+            yield self._advance(stage, holds)
+
+    def _side_by_side(self, holds: Holds) -> Iterator[str]:
+        """Up to `parallel` stages at once, in curriculum order as their inputs are ready and the machine has
+        room (GPUs of their own); yields each outcome as its stage ends."""
+        pool = DevicePool(self.hardware.gpu_count, pinned_threads(None), self.cur.parallel)
+        waiting, running, done = list(self.cur.stages), {}, set()
+        with ThreadPoolExecutor(self.cur.parallel, thread_name_prefix="stage") as threads:
+            while waiting or running:
+                for stage in [s for s in waiting if self._waits_for(s) <= done]:
+                    if len(running) >= self.cur.parallel or self._stop:
+                        break
+                    if (allotment := pool.take(stage)) is not None:
+                        waiting.remove(stage)
+                        running[threads.submit(self._advance_on, stage, holds, allotment)] = stage, allotment
+                if self._stop and not running:
+                    return
+                ended, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in ended:
+                    stage, allotment = running.pop(future)
+                    pool.give_back(allotment)
+                    done.add(stage.name)
+                    yield future.result()
+
+    def _waits_for(self, stage: StageSpec) -> set[str]:
+        """The stages that must end before `stage` starts beside others: what it reads, what its gate compares
+        it with, and the evaluation stages that gate what it reads."""
+        needs = set(stage.needs()) - {BASE}
+        compared = {n for rule in (stage.gate.require.values() if stage.gate else ())
+                    for key in ("min_of", "max_of") for n in rule.references(key)}
+        upto = self.cur.index(stage.name)
+        gating = {s.name for s in self.cur.stages[:upto] if s.kind == "eval" and s.from_ in needs}
+        return needs | compared | gating
+
+    def _advance_on(self, stage: StageSpec, holds: Holds, allotment: Allotment) -> str:
+        """`_advance` in a stage thread: its own store connection and sampler, the machine share it was given."""
+        self._local.store, self._local.hardware = RunStore(self.paths.db), HardwareSampler()
+        self._local.allotment = allotment
+        try:
+            return self._advance(stage, holds)
+        finally:
+            self.store.close()
 
     def _advance(self, stage: StageSpec, holds: Holds) -> str:
         """Bring one stage as far as it goes: skipped while a stage it needs did not pass, else trained and
@@ -158,25 +221,37 @@ class Supervisor:
         except SubmitError as exc:
             return 1, str(exc)
         job = isinstance(proc, (SlurmWorker, SkyPilotWorker))
-        self.store.set_meta(worker_pgid=proc.pid, worker_job=proc.ref() if job else None)
+        self._record_worker(stage.name, {"pgid": proc.pid, "job": proc.ref() if job else None})
         self.store.append(EventKind.LOG, stage=stage.name, now=True, level="info",
                           message=f"worker started ({proc.describe()}, attempt {attempt}, {how} start)")
         self._prestart_next(stage, spare_cpu=how == "cold")
         code = self._watch(stage, proc)
+        self._record_worker(stage.name, None)
         if job:
-            self.store.set_meta(worker_job=None)
             self.store.update_stage(stage.name, reason=None)  # the queued note, if the job never ran
         return code, (proc.reason if job else None) or exit_reason(code, log, failure)
 
+    def _record_worker(self, stage: str, worker: dict | None) -> None:
+        """Note (None: forget) a stage's running worker in the run's meta, where a later supervisor finds what
+        a dead one left."""
+        with self._workers_lock:
+            if worker is None:
+                self._workers.pop(stage, None)
+            else:
+                self._workers[stage] = worker
+            self.store.set_meta(workers=[{"stage": s, **w} for s, w in self._workers.items()])
+
     def _start(self, stage: StageSpec, spec: Path, log: Path) -> Worker:
-        """The launch step: a local subprocess (torchrun for train.nproc > 1), a Slurm job or a SkyPilot job."""
-        threads = pinned_threads(stage.train.threads, stage.train.nproc)
+        """The launch step: a local subprocess (torchrun for train.nproc > 1), a Slurm job or a SkyPilot job;
+        beside other stages, on the GPUs and cores allotted to it."""
+        allotment = getattr(self._local, "allotment", None) or Allotment()
+        threads = allotment.threads or pinned_threads(stage.train.threads, stage.train.nproc)
         if stage.launch.via == "slurm":
             return SlurmWorker.submit(stage.kind, spec, log, stage.train.nproc, threads, stage.launch.slurm,
                                       stage.name)
         if stage.launch.via == "skypilot":
             return SkyPilotWorker.submit(stage, spec, log, self.store, self.paths.root.name)
-        return WorkerProcess.start(stage.kind, spec, log, stage.train.nproc, threads)
+        return WorkerProcess.start(stage.kind, spec, log, stage.train.nproc, threads, allotment.gpus)
 
     # -- prestarted interpreters ----------------------------------------------------------------
     def _take_warm(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | None:
@@ -195,6 +270,8 @@ class Supervisor:
         # gained; so there it waits for its final save, and the stage after next is prestarted ahead,
         # while an earlier stage left CPU idle (else a stage that does not evaluate, so exits right after
         # its final save, would leave its successor no time to import). torchrun stages start cold.
+        if self.cur.parallel > 1:
+            return
         upto = self.cur.index(stage.name)
         ahead = [s for s in self.cur.stages[upto + 1:upto + 1 + PRESTART_AHEAD]
                  if s.launch.via == "local" and s.train.nproc == 1]
@@ -283,18 +360,19 @@ class Supervisor:
         return spec.write(self.paths.stage_spec(stage.name))
 
     # -- resume and OOM -----------------------------------------------------------------------
-    def _reap_orphaned_worker(self) -> None:
-        """A worker left by a dead supervisor keeps training; stop it before resuming its stage."""
-        pgid = self.store.get_meta("worker_pgid")
-        if pgid and WorkerProcess.group_alive(pgid):
-            self.store.append(EventKind.LOG, now=True, level="warning",
-                              message=f"stopping worker group {pgid} left by a dead supervisor")
-            WorkerProcess.terminate_group(pgid)
-        job = self.store.get_meta("worker_job")
-        cancel = skypilot_job.cancel_left_job if job and job["cluster"] == "skypilot" else slurm_job.cancel_left_job
-        if job and cancel(job):
-            self.store.append(EventKind.LOG, now=True, level="warning",
-                              message=f"cancelled {job['cluster']} job {job['job_id']} left by a dead supervisor")
+    def _reap_orphaned_workers(self) -> None:
+        """Workers left by a dead supervisor keep training; stop them before resuming their stages."""
+        for worker in self.store.get_meta("workers") or []:
+            pgid, job = worker["pgid"], worker["job"]
+            if pgid and WorkerProcess.group_alive(pgid):
+                self.store.append(EventKind.LOG, now=True, level="warning",
+                                  message=f"stopping worker group {pgid} left by a dead supervisor")
+                WorkerProcess.terminate_group(pgid)
+            cancel = skypilot_job.cancel_left_job if job and job["cluster"] == "skypilot" else slurm_job.cancel_left_job
+            if job and cancel(job):
+                self.store.append(EventKind.LOG, now=True, level="warning",
+                                  message=f"cancelled {job['cluster']} job {job['job_id']} left by a dead supervisor")
+        self.store.set_meta(workers=[])
 
     def _resume_point(self, stage: StageSpec) -> Path | None:
         """The newest checkpoint of a stage that verifies (newer broken ones are reported skipped); its later

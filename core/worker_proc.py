@@ -38,13 +38,15 @@ class WorkerProcess:
         return self.popen.pid
 
     @classmethod
-    def start(cls, kind: str, spec: Path, log: Path, nproc: int = 1, threads: int | None = None) -> "WorkerProcess":
-        """A cold start; `threads` goes to OMP_NUM_THREADS/MKL_NUM_THREADS of every process it runs."""
+    def start(cls, kind: str, spec: Path, log: Path, nproc: int = 1, threads: int | None = None,
+              gpus: tuple[int, ...] | None = None) -> "WorkerProcess":
+        """A cold start; `threads` goes to OMP_NUM_THREADS/MKL_NUM_THREADS of every process it runs, `gpus` (the
+        ones it may use) to CUDA_VISIBLE_DEVICES."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             popen = subprocess.Popen(worker_command(kind, spec, nproc), stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                                     env=worker_env(threads))
+                                     env=worker_env(threads, gpus))
         return cls(popen)
 
     def describe(self) -> str:
@@ -163,15 +165,17 @@ def pinned_threads(configured: int | None, world_size: int = 1) -> int:
     return max(1, len(os.sched_getaffinity(0)) // world_size)
 
 
-def worker_env(threads: int | None = None) -> dict[str, str]:
+def worker_env(threads: int | None = None, gpus: tuple[int, ...] | None = None) -> dict[str, str]:
     """The environment of supervisors and workers: offline hub, unbuffered output, repo importable,
-    OMP/MKL thread counts when `threads` is given."""
+    OMP/MKL thread counts when `threads` is given, the visible GPUs when `gpus` is."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     return env
 
 

@@ -11,6 +11,7 @@ from core.config_load import load_curriculum
 from core.dag import Holds, tree_rows
 from core.errors import ConfigError
 from conftest import run_batch
+from test_parallel import assert_ran_side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO_BRANCHES = """
@@ -59,6 +60,7 @@ def test_a_stage_after_an_eval_stage_starts_from_what_that_one_evaluated(tmp_pat
 
 TREE = """
 name: tree
+parallel: 2
 defaults:
   train: {steps: 2, batch_size: 4, max_length: 48, logging_steps: 1}
   eval: {max_samples: 4, metrics: [accuracy]}
@@ -71,11 +73,13 @@ stages:
 
 
 def test_a_failed_branch_holds_back_only_what_starts_from_it(tmp_path):
-    """strict's gate cannot pass after two steps: polish (built on it) is skipped, loose (a sibling) trains,
-    and the run's exit code still says a gate failed."""
+    """With `parallel: 2`, text first (both branches read it), then strict and loose side by side, each on
+    half the cores. strict's gate cannot pass after two steps: polish (built on it) is skipped, loose
+    trains, and the run's exit code still says a gate failed."""
     config = tmp_path / "tree.yaml"
     config.write_text(TREE)
     run = run_batch(config, expect=3)
+    assert_ran_side_by_side(run, first="text", together=("strict", "loose"))
     shown = subprocess.run([sys.executable, "-m", "cli.main", "show", run.name, "--json", "--runs-dir", str(run.parent)],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     summary = json.loads(shown.stdout)

@@ -108,23 +108,6 @@ def test_killed_worker_fails_with_reason_then_resumes_from_last_complete_checkpo
     assert (run / "stages" / "pretrain" / "final" / "model.safetensors").is_file()
 
 
-def test_dead_supervisor_shows_interrupted_and_resume_finishes(tmp_path):
-    from core.launch import new_run
-    from core.supervisor import start_detached
-    runs = tmp_path / "runs"
-    paths = new_run(config(tmp_path, steps=200, save=20), runs)
-    pid = start_detached(paths)
-    wait_for(lambda: events(paths.root, "checkpoint_saved"), what="a checkpoint")
-    orphan = worker_pid(paths.root)
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: json.loads(cockpit("show", paths.id, "--json", runs=runs).stdout)["status"] == "interrupted",
-             timeout=30, what="interrupted status")
-    resumed = cockpit("resume", paths.id, "--batch", runs=runs)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert not Path(f"/proc/{orphan}").exists(), "the orphaned worker should have been stopped"
-    assert_each_step_once(paths.root, 200)
-
-
 def test_hangup_of_the_terminal_session_kills_neither_supervisor_nor_worker(tmp_path):
     runs = tmp_path / "runs"
     terminal = cockpit("run", str(config(tmp_path, steps=150, save=50)), "--batch", runs=runs, wait=False,

@@ -108,7 +108,7 @@ def test_a_stage_runs_as_a_job_and_its_state_is_logged(tmp_path):
     assert states and states[0].startswith(f"running on local job {job}")
     with RunStore(run / "run.db") as store:
         assert not store.events(kinds=["hardware"], stage="text")  # nothing of the job's runs in this process tree
-        assert store.get_meta("worker_job") is None  # the job ended: nothing for a later supervisor to cancel
+        assert store.get_meta("workers") == []  # the job ended: nothing for a later supervisor to cancel
     assert (run / "stages" / "text" / "final" / "model.safetensors").is_file()
     assert "text step 3/3" in out  # the worker's metrics reached the store from inside the job
 
