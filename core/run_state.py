@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from core.config import Rule
 
 MAX_EVENT_LINES = 300
+SAMPLED_TOGETHER_S = 3.0  # stages running at once (`parallel:`) are sampled in turn, each about once a second
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class GpuView:
 
 @dataclass(frozen=True)
 class HardwareView:
-    """The latest hardware sample of the run's process tree."""
+    """The latest hardware sample of the run's process tree (of each tree, added up, where stages run at once:
+    `stage` then says how many)."""
 
     stage: str | None
     gpus: tuple[GpuView, ...]
@@ -155,8 +157,13 @@ class RunView:
         return next((s for s in self.stages if s.name == name), None)
 
     @property
+    def running_stages(self) -> list[StageView]:
+        """The stages running or at their gate: one, or several with `parallel:`."""
+        return [s for s in self.stages if s.status in STAGE_ACTIVE]
+
+    @property
     def running_stage(self) -> StageView | None:
-        active = [s for s in self.stages if s.status in STAGE_ACTIVE]
+        active = self.running_stages
         return active[-1] if active else None
 
 
@@ -206,6 +213,7 @@ class RunState:
     phases: dict[str, dict[int, int]] = field(default_factory=dict)  # stage -> context phase first step -> length
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENT_LINES))
     hardware: HardwareView | None = None
+    hardware_of: dict[str, HardwareView] = field(default_factory=dict)  # stage -> its latest sample
     offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
     stage_rows: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
@@ -269,6 +277,10 @@ class RunState:
         self.phases.setdefault(ev.stage or "", {})[int(ev.step or 0)] = int(ev.data.get("max_length") or 0)
         self._on_other(ev)
 
+    def _on_stage_finished(self, ev: Event) -> None:
+        self.hardware_of.pop(ev.stage or "", None)  # its last sample is no longer part of what runs
+        self._on_other(ev)
+
     def _on_gate_pending(self, ev: Event) -> None:
         self.gates[ev.stage or ""] = (ev.id, ev.ts, ev.data)
         self.decisions.pop(ev.stage or "", None)
@@ -282,7 +294,13 @@ class RunState:
         d = ev.data
         gpus = tuple(GpuView(int(g.get("index", i)), str(g.get("name", "gpu")), float(g.get("mem_used") or 0),
                              float(g.get("mem_total") or 0), g.get("util")) for i, g in enumerate(d.get("gpus") or []))
-        self.hardware = HardwareView(ev.stage, gpus, d.get("rss"), d.get("cpu"), d.get("procs"), ev.ts)
+        view = HardwareView(ev.stage, gpus, d.get("rss"), d.get("cpu"), d.get("procs"), ev.ts)
+        self.hardware_of[ev.stage or ""] = view
+        together = [v for v in self.hardware_of.values() if ev.ts - v.ts <= SAMPLED_TOGETHER_S]
+        if len(together) > 1:
+            rss, cpu, procs = (_sum([getattr(v, k) for v in together]) for k in ("rss", "cpu", "procs"))
+            view = HardwareView(f"{len(together)} stages", gpus, rss, cpu, procs, ev.ts)
+        self.hardware = view
 
     def _on_other(self, ev: Event) -> None:
         text, severity = describe(ev)
@@ -349,6 +367,12 @@ class RunState:
                      and r["name"] in self.gates and r["name"] not in self.decisions), None)
 
 
+def _sum(values: list) -> float | None:
+    """The sum of the known values; None when none is known."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 _HANDLERS = {
     EventKind.METRIC: RunState._on_metric,
     EventKind.EVAL_RESULT: RunState._on_eval,
@@ -357,6 +381,7 @@ _HANDLERS = {
     EventKind.GATE_PENDING: RunState._on_gate_pending,
     EventKind.GATE_DECIDED: RunState._on_gate_decided,
     EventKind.HARDWARE: RunState._on_hardware,
+    EventKind.STAGE_FINISHED: RunState._on_stage_finished,
 }
 
 

@@ -120,6 +120,10 @@ def test_the_readout_names_the_step_and_never_passes_off_an_old_stage_value():
     running = stage(2, "grpo", 130, 150, status="running")
     title = chart_title("loss", before, plan_chart(before, ChartOptions()), None, running)
     assert title == "Metrics · loss · grpo: none yet · dpo step 30: 0.64"
+    side_by_side = stage(1, "dpo", 100, 130, status="running"), stage(2, "grpo", 130, 150, status="running")
+    interleaved = ChartData("loss", SeriesView("loss", (110.0, 140.0, 120.0), (0.7, 6e-4, 0.6)), STAGES, ())
+    for running, words in zip(side_by_side, ("= 0.6 · dpo step 20", "= 6.0e-04 · grpo step 10")):
+        assert chart_title("loss", interleaved, plan_chart(interleaved, ChartOptions()), None, running).endswith(words)
 
 
 # -- the widget and the run screen --------------------------------------------------------------

@@ -20,6 +20,26 @@ def test_series_stays_bounded_and_keeps_the_shape():
     assert abs(view.ys[len(view.ys) // 2] - 500_000) < 10_000  # averages, not a distorted curve
 
 
+def test_stages_running_at_once_keep_the_timeline_in_order_and_their_hardware_adds_up():
+    """`parallel:` interleaves two stages' points and samples; each stays in its own span of the timeline."""
+    s = Series("loss", cap=64)
+    for step in range(1, 200):
+        s.add(100.0 + step, 1.0)  # left: steps 1.. of the span 100-300
+        s.add(300.0 + step, 2.0)  # right: the span after it
+    xs, ys = s.view().xs, s.view().ys
+    assert list(xs) == sorted(xs) and len(xs) <= 65
+    right = [y for x, y in zip(xs, ys) if x > 300]
+    assert {y for x, y in zip(xs, ys) if x <= 300} == {1.0} and right.count(2.0) >= len(right) - 1  # one pair spans both
+    state = RunState()
+    state.fold([_ev(1, EventKind.HARDWARE, "left", rss=100.0, cpu=90.0, procs=1, gpus=[]),
+                _ev(2, EventKind.HARDWARE, "right", rss=50.0, cpu=80.0, procs=1, gpus=[])])
+    hw = state.hardware
+    assert (hw.stage, hw.rss, hw.cpu, hw.procs) == ("2 stages", 150.0, 170.0, 2)
+    state.fold([_ev(3, EventKind.STAGE_FINISHED, "left", status="completed"),
+                _ev(4, EventKind.HARDWARE, "right", rss=60.0, cpu=85.0, procs=1, gpus=[])])
+    assert (state.hardware.stage, state.hardware.rss) == ("right", 60.0)
+
+
 def test_series_drop_span_forgets_resumed_steps():
     s = Series("loss", cap=64)
     for i in range(1, 11):

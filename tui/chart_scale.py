@@ -281,7 +281,7 @@ def chart_title(label: str, data: ChartData, plan: ChartPlan, cursor_x: float | 
     head, series = f"Metrics · {label}", data.series
     if not series or not series.xs:
         return head
-    i = nearest(series.xs, cursor_x) if cursor_x is not None else len(series.xs) - 1
+    i = nearest(series.xs, cursor_x) if cursor_x is not None else _newest(data, running)
     x = series.xs[i]
     value = short_number(series.ys[i])
     if plan.smoothed:
@@ -293,6 +293,14 @@ def chart_title(label: str, data: ChartData, plan: ChartPlan, cursor_x: float | 
     if running is not None and not is_eval(data.metric) and shown != running.name:
         return f"{head} · {escape(running.name)}: none yet · {place(data, x)}: {value}"
     return f"{head} = {value} · {place(data, x)}"
+
+
+def _newest(data: ChartData, running: StageView | None) -> int:
+    """The index of the running stage's newest point (stages running at once each have their own), else the
+    timeline's last."""
+    span = next((s for s in data.stages if running is not None and s.name == running.name), None)
+    own = [i for i, x in enumerate(data.series.xs) if span is not None and span.x0 < x <= span.x1]
+    return own[-1] if own else len(data.series.xs) - 1
 
 
 def _part_words(k: int, part: SeriesView, x: float) -> str:

@@ -1,6 +1,7 @@
 """Bounded metric series: a continuous timeline downsampled in place, so memory never grows."""
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 DEFAULT_CAP = 512
@@ -39,6 +40,14 @@ class Series:
 
     def add(self, x: float, y: float) -> None:
         self.version += 1
+        last = self._pend_x if self._pend_n else self.xs[-1] if self.xs else None
+        if last is not None and x < last:  # a stage running beside one later on the timeline (`parallel:`)
+            at = bisect.bisect(self.xs, x)
+            self.xs.insert(at, x)
+            self.ys.insert(at, y)
+            if len(self.xs) >= self.cap:
+                self._halve()
+            return
         self._pend_n += 1
         self._pend_x = x
         self._pend_sum += y

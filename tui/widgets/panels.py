@@ -35,8 +35,10 @@ class RunHeader(ChangingText):
     def show(self, snap: RunSnapshot, now: float) -> None:
         glyph, words, style = status_look(snap.status)
         parts = [f"[b]{escape(snap.run_id)}[/]", f"[{style}]{glyph} {words}[/]" if style else f"{glyph} {words}"]
-        stage = snap.running_stage
-        if stage is not None:
+        stage, together = snap.running_stage, snap.running_stages
+        if len(together) > 1:  # `parallel:` (their progress is in the curriculum panel)
+            parts.append("stages " + ", ".join(f"[b]{escape(s.name)}[/]" for s in together))
+        elif stage is not None:
             where = f"{stage.step or 0}/{stage.total_steps}" if stage.total_steps else ""
             parts.append(f"stage [b]{escape(stage.name)}[/] {where}".rstrip())
         parts.append(_supervisor_words(snap, now))
