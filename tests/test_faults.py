@@ -80,7 +80,7 @@ def assert_each_step_once(run: Path, steps: int):
 def test_killed_worker_fails_with_reason_then_resumes_from_last_complete_checkpoint(tmp_path):
     runs = tmp_path / "runs"
     # the worker stops at step 25 (so a loaded machine cannot let it finish before the kill); resume does not
-    proc = cockpit("run", str(config(tmp_path, steps=300)), "--batch", runs=runs, wait=False,
+    proc = cockpit("run", str(config(tmp_path, steps=60)), "--batch", runs=runs, wait=False,
                    env={"COCKPIT_FAULT_SLEEP_AT_STEP": "25"})
     run = wait_for(lambda: runs.exists() and the_run(runs), what="run dir")
     wait_for(lambda: max(loss_steps(run), default=0) >= 24, what="steps past the checkpoint at 20")
@@ -104,7 +104,7 @@ def test_killed_worker_fails_with_reason_then_resumes_from_last_complete_checkpo
     (resume_event,) = events(run, "resumed")
     assert resume_event.data["from_checkpoint"] == str(expected)
     assert resume_event.step == int(expected.name.split("-")[1]) < killed_at + 1
-    assert_each_step_once(run, 300)
+    assert_each_step_once(run, 60)
     assert (run / "stages" / "pretrain" / "final" / "model.safetensors").is_file()
 
 
