@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
@@ -87,13 +88,14 @@ class Supervisor:
         status = RunStatus.COMPLETED
         holds = Holds()
         try:
-            outcomes = self._side_by_side(holds) if self.cur.parallel > 1 else self._in_order(holds)
-            for outcome in outcomes:
-                if outcome == StageStatus.STOPPED:
-                    status = RunStatus.STOPPED
-                    break
-                if outcome not in STAGE_OK | {StageStatus.SKIPPED} and status == RunStatus.COMPLETED:
-                    status = RunStatus(outcome) if outcome in RUN_ENDING_STAGE else RunStatus.FAILED
+            # closed before the run is recorded as ended: stages still running beside a stopped one end first
+            with closing(self._side_by_side(holds) if self.cur.parallel > 1 else self._in_order(holds)) as outcomes:
+                for outcome in outcomes:
+                    if outcome == StageStatus.STOPPED:
+                        status = RunStatus.STOPPED
+                        break
+                    if outcome not in STAGE_OK | {StageStatus.SKIPPED} and status == RunStatus.COMPLETED:
+                        status = RunStatus(outcome) if outcome in RUN_ENDING_STAGE else RunStatus.FAILED
         except StopRequested:
             status = RunStatus.STOPPED
         except BaseException as exc:
@@ -126,7 +128,7 @@ class Supervisor:
                         waiting.remove(stage)
                         running[threads.submit(self._advance_on, stage, holds, allotment)] = stage, allotment
                 if self._stop and not running:
-                    return
+                    raise StopRequested()
                 ended, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for future in ended:
                     stage, allotment = running.pop(future)

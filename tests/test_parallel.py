@@ -81,6 +81,9 @@ def test_stop_ends_every_stage_that_runs(tmp_path):
     show = json.loads(cockpit("show", "latest", "--json", runs=runs).stdout)
     assert show["status"] == "stopped" and {s["status"] for s in show["stages"]} == {"stopped"}
     assert not any(Path(f"/proc/{p}").exists() for p in workers.values())
+    with RunStore(run / "run.db") as store:
+        ends = [e.kind for e in store.events(kinds=["stage_finished", "run_finished"])]
+    assert ends == ["stage_finished", "stage_finished", "run_finished"]  # the run ends after both its stages
 
 
 def _stage(name: str, nproc: int = 1, via: str = "local") -> StageSpec:
