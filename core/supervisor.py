@@ -6,9 +6,8 @@ It is the only writer of stage state. Started detached (own session, output to a
 
 While a stage's worker runs, the next stage's interpreter is prestarted (`WarmWorker`, see
 core/worker_proc.py) and handed its spec when that stage starts; `COCKPIT_PRESTART=0` turns it off.
-With `parallel: N`, up to N stages whose inputs are ready run at once instead, each in a thread of its
-own with its own store connection and its share of the machine (core/device_pool.py); nothing is
-prestarted then.
+With `parallel: N`, up to N ready stages run at once instead, each in a thread with its own store
+connection and its share of the machine (core/device_pool.py); nothing is prestarted then.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ def test_stages_running_at_once_keep_the_timeline_in_order_and_their_hardware_ad
     xs, ys = s.view().xs, s.view().ys
     assert list(xs) == sorted(xs) and len(xs) <= 65
     right = [y for x, y in zip(xs, ys) if x > 300]
-    assert {y for x, y in zip(xs, ys) if x <= 300} == {1.0} and right.count(2.0) >= len(right) - 1  # one pair spans both
+    assert {y for x, y in zip(xs, ys) if x <= 300} == {1.0}
+    assert right.count(2.0) >= len(right) - 1  # one averaged pair may span both stages
     state = RunState()
     state.fold([_ev(1, EventKind.HARDWARE, "left", rss=100.0, cpu=90.0, procs=1, gpus=[]),
                 _ev(2, EventKind.HARDWARE, "right", rss=50.0, cpu=80.0, procs=1, gpus=[])])
