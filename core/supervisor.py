@@ -25,7 +25,7 @@ from typing import Iterator
 from core.checkpoints import checkpoint_step, resume_checkpoint
 from core.config import Curriculum, StageSpec
 from core.dag import BASE, Holds
-from core.device_pool import Allotment, DevicePool
+from core.device_pool import Allotment, DevicePool, visible_gpus
 from core.events import (GATE_STOPPED, JOB_QUEUED, RULES, RUN_ENDING_STAGE, STAGE_OK, Decision, EventKind,
                          RunStatus, StageStatus, approves, gate_outcome)
 from core.gates import evaluate_gate, policy_decision
@@ -116,7 +116,7 @@ class Supervisor:
     def _side_by_side(self, holds: Holds) -> Iterator[str]:
         """Up to `parallel` stages at once, in curriculum order as their inputs are ready and the machine has
         room (GPUs of their own); yields each outcome as its stage ends."""
-        pool = DevicePool(self.hardware.gpu_count, pinned_threads(None), self.cur.parallel)
+        pool = DevicePool(visible_gpus(self.hardware.gpu_count), pinned_threads(None), self.cur.parallel)
         waiting, running, done = list(self.cur.stages), {}, set()
         with ThreadPoolExecutor(self.cur.parallel, thread_name_prefix="stage") as threads:
             while waiting or running:

@@ -39,7 +39,7 @@ class WorkerProcess:
 
     @classmethod
     def start(cls, kind: str, spec: Path, log: Path, nproc: int = 1, threads: int | None = None,
-              gpus: tuple[int, ...] | None = None) -> "WorkerProcess":
+              gpus: tuple[str, ...] | None = None) -> "WorkerProcess":
         """A cold start; `threads` goes to OMP_NUM_THREADS/MKL_NUM_THREADS of every process it runs, `gpus` (the
         ones it may use) to CUDA_VISIBLE_DEVICES."""
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def pinned_threads(configured: int | None, world_size: int = 1) -> int:
     return max(1, len(os.sched_getaffinity(0)) // world_size)
 
 
-def worker_env(threads: int | None = None, gpus: tuple[int, ...] | None = None) -> dict[str, str]:
+def worker_env(threads: int | None = None, gpus: tuple[str, ...] | None = None) -> dict[str, str]:
     """The environment of supervisors and workers: offline hub, unbuffered output, repo importable,
     OMP/MKL thread counts when `threads` is given, the visible GPUs when `gpus` is."""
     env = dict(os.environ)
@@ -175,7 +175,7 @@ def worker_env(threads: int | None = None, gpus: tuple[int, ...] | None = None) 
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     return env
 
 

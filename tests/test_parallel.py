@@ -8,7 +8,7 @@ import pytest
 
 from core.config import StageSpec
 from core.config_load import load_curriculum
-from core.device_pool import Allotment, DevicePool
+from core.device_pool import Allotment, DevicePool, visible_gpus
 from core.errors import ConfigError
 from core.launch import new_run
 from core.store import RunStore
@@ -91,19 +91,21 @@ def _stage(name: str, nproc: int = 1, via: str = "local") -> StageSpec:
                                      "train": {"nproc": nproc}, "launch": {"via": via}})
 
 
-def test_stages_at_once_take_gpus_of_their_own():
-    """Eight GPU indices stand in for a GPU machine (there is none here): the allotments are what the
-    workers' CUDA_VISIBLE_DEVICES will say."""
-    pool = DevicePool(gpus=8, cores=32, parallel=4)
+def test_stages_at_once_take_gpus_of_their_own(monkeypatch):
+    """Eight GPU ids stand in for a GPU machine (there is none here): the allotments are what the workers'
+    CUDA_VISIBLE_DEVICES will say."""
+    pool = DevicePool(visible_gpus(8), cores=32, parallel=4)
     one, four = pool.take(_stage("a")), pool.take(_stage("b", nproc=4))
-    assert (one.gpus, four.gpus) == ((0,), (1, 2, 3, 4)) and (one.threads, four.threads) == (8, 2)
+    assert (one.gpus, four.gpus) == (("0",), ("1", "2", "3", "4")) and (one.threads, four.threads) == (8, 2)
     assert pool.take(_stage("c", nproc=4)) is None  # three left: it waits for one of the others to end
     assert pool.take(_stage("d", via="slurm")) == Allotment()  # a job on the cluster takes nothing here
     pool.give_back(one)
-    assert pool.take(_stage("c", nproc=4)).gpus == (0, 5, 6, 7)
+    assert pool.take(_stage("c", nproc=4)).gpus == ("0", "5", "6", "7")
     assert pool.take(_stage("e", nproc=16)) is None  # more than the machine has: all of them, once free
-    assert worker_env(2, (0, 5))["CUDA_VISIBLE_DEVICES"] == "0,5"
-    assert DevicePool(gpus=0, cores=2, parallel=2).take(_stage("cpu")) == Allotment(threads=1)
+    assert worker_env(2, ("0", "5"))["CUDA_VISIBLE_DEVICES"] == "0,5"
+    assert DevicePool([], cores=2, parallel=2).take(_stage("cpu")) == Allotment(threads=1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the supervisor was given two of the eight
+    assert DevicePool(visible_gpus(8), cores=8, parallel=2).take(_stage("f", nproc=2)).gpus == ("2", "3")
 
 
 def test_parallel_is_checked_and_shown(tmp_path):
