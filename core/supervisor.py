@@ -33,7 +33,8 @@ from core.hardware import HardwareSampler
 from core.run_lock import RunLock
 from core.runs import RunPaths
 from core.store import RunStore
-from core.worker_proc import WarmWorker, WorkerProcess, exit_reason, pinned_threads, prestart_enabled, worker_env
+from core.worker_proc import (WarmWorker, WorkerProcess, dump_stacks, exit_reason, pinned_threads, prestart_enabled,
+                              worker_env)
 from core import skypilot_job, slurm_job
 from core.skypilot_job import SkyPilotWorker
 from core.slurm_job import EXIT_REQUEUE, SlurmWorker, SubmitError
@@ -64,7 +65,7 @@ class Supervisor:
         self._last_heartbeat = 0.0
         self._stop = False
         self._warm: dict[str, WarmWorker] = {}  # stage name -> its prestarted interpreter
-        self._workers: dict[str, dict] = {}  # stage name -> its worker's process group or job (meta `workers`)
+        self._workers: dict[str, dict | None] = {}  # stage -> its worker's process group or job (meta `workers`)
         self._workers_lock = threading.Lock()
 
     @property
@@ -233,14 +234,10 @@ class Supervisor:
         return code, (proc.reason if job else None) or exit_reason(code, log, failure)
 
     def _record_worker(self, stage: str, worker: dict | None) -> None:
-        """Note (None: forget) a stage's running worker in the run's meta, where a later supervisor finds what
-        a dead one left."""
+        """Note (None: forget) a stage's running worker in the run's meta (what a later supervisor reaps)."""
         with self._workers_lock:
-            if worker is None:
-                self._workers.pop(stage, None)
-            else:
-                self._workers[stage] = worker
-            self.store.set_meta(workers=[{"stage": s, **w} for s, w in self._workers.items()])
+            self._workers[stage] = worker
+            self.store.set_meta(workers=[{"stage": s, **w} for s, w in self._workers.items() if w])
 
     def _start(self, stage: StageSpec, spec: Path, log: Path) -> Worker:
         """The launch step: a local subprocess (torchrun for train.nproc > 1), a Slurm job or a SkyPilot job;
@@ -313,6 +310,9 @@ class Supervisor:
                 stalled = True
                 self.store.append(EventKind.STALLED, stage=stage.name, step=step, now=True,
                                   seconds=round(time.monotonic() - last_progress))
+                if proc.pid is not None and step is not None and dump_stacks(proc.pid):  # past its first step
+                    self.store.append(EventKind.LOG, stage=stage.name, now=True, level="warning",
+                                      message="the stack of every worker thread is in the stage's worker.log")
         self.store.flush()
         return code
 

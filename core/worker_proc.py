@@ -20,6 +20,8 @@ from pathlib import Path
 
 from core.kinds import KINDS
 
+STACKS_SIGNAL = signal.SIGUSR1  # a worker writes every thread's stack into its log on it (workers/common.py)
+
 TERM_GRACE_S = 10.0
 REASON_CHARS = 300
 # The last line of a Python traceback ("OSError: [Errno 28] No space left on device") or a worker's own
@@ -89,6 +91,34 @@ class WorkerProcess:
             time.sleep(0.2)
         if WorkerProcess.group_alive(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def dump_stacks(root_pid: int) -> int:
+    """Have each worker process under `root_pid` (the worker, or torchrun's ranks; not torchrun itself) write
+    every thread's stack into its log (STACKS_SIGNAL, workers/common.py); returns how many were asked."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0
+    asked = 0
+    for proc in tree:
+        try:
+            if is_worker_command(proc.cmdline()):
+                proc.send_signal(STACKS_SIGNAL)
+                asked += 1
+        except psutil.Error:
+            continue
+    return asked
+
+
+def is_worker_command(cmdline: list[str]) -> bool:
+    """`python [-u] -m workers.stages.<kind> …` or `-m workers.warm` (which runs one); not the torchrun agent,
+    whose command names the worker module too, nor what a worker starts (sandboxed code)."""
+    modules = [cmdline[i + 1] for i, part in enumerate(cmdline[:-1]) if part == "-m"]
+    return bool(modules) and (modules[0] == "workers.warm" or modules[0].startswith("workers.stages."))
 
 
 @dataclass

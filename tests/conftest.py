@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from core.config import StageSpec
 from core.kinds import KINDS
 from core.store import RunStore
+from core.worker_proc import dump_stacks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -43,10 +45,29 @@ class WorkerRun:
         return path
 
     def run(self, kind: str, spec: Path, env: dict | None = None, nproc: int = 1, timeout: int = 300):
+        """The worker (under torchrun for nproc > 1) to its end; a worker still running after `timeout` fails the
+        test with every worker thread's stack."""
         head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
             if nproc > 1 else [sys.executable]
-        return subprocess.run(head + ["-m", KINDS[kind].worker, str(spec)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
+        cmd = head + ["-m", KINDS[kind].worker, str(spec)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **(env or {})})
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            import psutil
+
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            dump_stacks(proc.pid)
+            time.sleep(2)
+            for each in tree:  # torchrun's ranks, which hold the pipes too
+                try:
+                    each.kill()
+                except psutil.Error:
+                    continue
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"the worker still ran after {timeout} s; its threads' stacks:\n{err[-8000:]}")
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
     def store(self) -> RunStore:
         return RunStore(self.root / "run.db")

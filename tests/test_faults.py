@@ -148,12 +148,27 @@ def test_hung_worker_is_reported_stalled_and_can_be_stopped(tmp_path):
                    env={"COCKPIT_FAULT_SLEEP_AT_STEP": "2"})
     run = wait_for(lambda: runs.exists() and the_run(runs), what="run dir")
     wait_for(lambda: (run / "run.db").exists() and events(run, "stalled"), timeout=90, what="stalled event")
+    log = run / "stages" / "pretrain" / "worker.log"
+    wait_for(lambda: "in inject_faults" in log.read_text(), timeout=10, what="the hung worker's stack in its log")
     assert cockpit("stop", "latest", runs=runs).returncode == 0
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
-    assert "stalled, no new step" in out
+    assert "stalled, no new step" in out and "the stack of every worker thread is in" in out
     show = json.loads(cockpit("show", "latest", "--json", runs=runs).stdout)
     assert show["status"] == "stopped" and show["stages"][0]["status"] == "stopped"
+
+
+def test_only_worker_processes_are_asked_for_their_stacks():
+    """SIGUSR1's default action ends a process: torchrun's agent (whose command names the worker module too) and
+    what a worker starts (sandboxed code) must never get it."""
+    from core.worker_proc import is_worker_command
+    py = sys.executable
+    assert is_worker_command([py, "-m", "workers.stages.sft", "spec.json"])
+    assert is_worker_command([py, "-u", "-m", "workers.stages.sft", "spec.json"])  # a torchrun rank
+    assert is_worker_command([py, "-m", "workers.warm", "sft"])
+    assert not is_worker_command([py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                                  "workers.stages.sft", "spec.json"])
+    assert not is_worker_command([py, "-c", "print(1)"]) and not is_worker_command(["./prog"])
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint_usable(tmp_path):

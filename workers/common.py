@@ -6,6 +6,7 @@ writes events and final outputs. Exit codes: 0 ok, 1 failure, 2 bad spec/data, 7
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from typing import NoReturn
 from core.errors import SpecError, UserError
 from core.events import EventKind
 from core.runs import FAILURE_FILE
+from core.worker_proc import STACKS_SIGNAL
 from core.worker_spec import LATEST, WorkerSpec, read_spec
 from workers.modeling import count_params, load_full, load_options, load_tokenizer, resolve_source
 
@@ -96,6 +98,7 @@ def entry(main) -> int:
     """Run `main(stage)` for the spec named on the command line; map failures to exit codes."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)  # `kill -USR1 PID`: where a hung stage is
     try:
         if len(sys.argv) != 2:
             raise SpecError("usage: python -m workers.stages.<kind> <spec.json>")
