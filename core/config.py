@@ -340,7 +340,8 @@ class SkyPilotSpec(Strict):
     max_restarts_on_errors: int = Field(0, ge=0, description="SkyPilot restarts a failed job this often; a "
                                         "preempted one is always recovered, resuming from its last checkpoint")
     python: Optional[str] = Field(None, description="an interpreter with SkyPilot installed (default: "
-                                  "$COCKPIT_SKYPILOT_PYTHON, else the one behind `sky` on PATH)")
+                                  "$COCKPIT_SKYPILOT_PYTHON, else the checkout's .venv-sky, else the one behind `sky` "
+                                  "on PATH)")
 
 
 class LaunchSpec(Strict):

@@ -33,9 +33,12 @@ def task_from(config: dict, secrets_from_env: bool):
 
 
 def checked(config: dict) -> dict:
-    """{"yaml": the task as SkyPilot writes it} or {"error": why SkyPilot rejects it}."""
+    """{"yaml": the task as SkyPilot writes it}, {"error": why SkyPilot rejects it}, or {"unchecked": why it could
+    not tell (its accelerator catalog is fetched from the network on first use; requests' errors are OSErrors)}."""
     try:
         task = task_from(config, secrets_from_env=False)
+    except OSError as exc:
+        return {"unchecked": str(exc).strip() or type(exc).__name__}
     except Exception as exc:  # noqa: BLE001 - SkyPilot raises ValueError, its own config errors, ...
         return {"error": str(exc).strip() or type(exc).__name__}
     config = task.to_yaml_config()

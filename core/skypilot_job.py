@@ -64,16 +64,23 @@ class Bridge:
         raise SubmitError(f"skypilot {args[0]} failed: {last}")
 
 
+CHECKOUT_SKY_PYTHON = Path(__file__).resolve().parents[1] / ".venv-sky" / "bin" / "python"
+
+
 def find_python() -> str:
-    """The interpreter that has SkyPilot: $COCKPIT_SKYPILOT_PYTHON, else the one behind `sky` on PATH."""
+    """The interpreter that has SkyPilot: $COCKPIT_SKYPILOT_PYTHON, else this checkout's .venv-sky (what `make`
+    creates), else the one behind `sky` on PATH."""
     if env := os.environ.get("COCKPIT_SKYPILOT_PYTHON"):
         return env
+    if CHECKOUT_SKY_PYTHON.exists():
+        return str(CHECKOUT_SKY_PYTHON)
     sky = shutil.which("sky")
     if sky:
         first = Path(sky).read_bytes()[:300].split(b"\n")[0].decode(errors="replace")
         if first.startswith("#!") and Path(first[2:].strip().split()[0]).exists():
             return first[2:].strip().split()[0]
-    raise SubmitError("SkyPilot not found: install it in its own environment (python3 -m venv ~/.sky-venv && "
+    raise SubmitError("SkyPilot not found: `make .venv-sky/.installed` in this checkout, or install it in its own "
+                      "environment (python3 -m venv ~/.sky-venv && "
                       "~/.sky-venv/bin/pip install skypilot[aws]) and set launch.skypilot.python or "
                       "COCKPIT_SKYPILOT_PYTHON to its python")
 
