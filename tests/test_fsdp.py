@@ -4,12 +4,15 @@ FSDP itself cannot run here: accelerate 1.15 turns it on only for GPU-type devic
 trains DDP instead, silently). So the GPU is the one thing these tests stand in for (`cuda=True` below),
 and a real two-process CPU worker shows the refusal.
 """
+import json
+
 import pytest
 from trl import SFTConfig
 
 from conftest import WorkerRun
 from core.config_load import load_curriculum
 from core.errors import ConfigErrors
+from core.runs import FAILURE_FILE
 from core.worker_spec import read_spec
 from workers.common import Stage
 from workers.training import fsdp_args
@@ -60,6 +63,8 @@ def test_a_cpu_worker_refuses_fsdp_rather_than_train_ddp(worker_run):
     result = worker_run.run("sft", spec, nproc=2)
     assert result.returncode != 0
     with worker_run.store() as store:
-        errors = [e.data["message"] for e in store.events(kinds=["log"]) if e.data["level"] == "error"]
         assert store.last_step("s") is None  # not one step trained
-    assert errors and errors[0].startswith("SpecError: train.strategy: fsdp needs GPUs")
+    # what the supervisor reports: the failure record the first failing rank writes (torchrun may end rank 0
+    # before its log event reaches the store, once rank 1 has failed the same way)
+    failure = json.loads((worker_run.root / "stages" / "s" / FAILURE_FILE).read_text())
+    assert failure["type"] == "SpecError" and failure["message"].startswith("train.strategy: fsdp needs GPUs")
