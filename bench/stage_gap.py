@@ -1,15 +1,17 @@
-"""Stage start-up gap: a 3-stage curriculum with prestarted (warm) workers and with cold starts, side by side.
+"""Stage start-up gap: a 3-stage curriculum with forked, prestarted (warm) and cold workers, side by side.
 
     .venv/bin/python bench/stage_gap.py [--steps 20] [--rounds 1] [--threads N] [--eval N]
 
 Each round runs the same curriculum (pretrain -> sft -> dpo on builtin data, no checkpoints; with
 `--eval N` each stage then answers N held-out questions, as the demo's stages do)
-with `cockpit run --batch` twice: prestart on, then `COCKPIT_PRESTART=0`. For each stage boundary it
+with `cockpit run --batch` three times: workers forked from the fork server (a CPU machine's default),
+prestarted interpreters (`COCKPIT_FORKSERVER=0`, what a GPU machine does), and cold starts (that and
+`COCKPIT_PRESTART=0`). For each stage boundary it
 reads from the run store the previous stage's `stage_finished` ts and the next stage's
 `stage_started` and first `metric` ts. The first metric includes one training step; both modes pay it.
-The `start` column is how the next stage's worker actually started (its `stage_started` event):
-the supervisor keeps two stages ahead prestarted, starting them where CPU is idle (a cold start, a
-final save followed by evaluation, spare cores; see Supervisor._prestart_next).
+The `start` column is how the next stage's worker actually started (its `stage_started` event: a fork
+and a prestarted interpreter both say warm). Prestarting keeps two stages ahead, started where CPU is idle
+(a cold start, a final save followed by evaluation, spare cores; see Supervisor._prestart_next).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-MODES = {"warm": "1", "cold": "0"}
+MODES = {"forked": {}, "warm": {"COCKPIT_FORKSERVER": "0"},
+         "cold": {"COCKPIT_FORKSERVER": "0", "COCKPIT_PRESTART": "0"}}
 
 CONFIG = """name: stage-gap
 defaults:
@@ -37,7 +40,7 @@ stages:
 """
 
 
-def run_once(config: Path, runs: Path, prestart: str) -> tuple[list[tuple], float, float]:
+def run_once(config: Path, runs: Path, mode_env: dict) -> tuple[list[tuple], float, float]:
     """(boundary, finished->started s, finished->first metric s, start) per boundary, the first
     stage's train_runtime and the wall time of the whole run."""
     from core.runs import list_runs
@@ -45,7 +48,7 @@ def run_once(config: Path, runs: Path, prestart: str) -> tuple[list[tuple], floa
 
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "cli.main", "run", str(config), "--batch", "--runs-dir", str(runs)],
-                   cwd=ROOT, env={**ENV, "COCKPIT_PRESTART": prestart}, capture_output=True, text=True, check=True)
+                   cwd=ROOT, env={**ENV, **mode_env}, capture_output=True, text=True, check=True)
     wall = time.monotonic() - start
     with RunStore(list_runs(runs)[-1].db) as store:
         names = [s["name"] for s in store.stages()]
@@ -65,7 +68,7 @@ def boundary_gap(store, before: str, after: str) -> tuple[str, float, float, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="training steps of each stage")
-    parser.add_argument("--rounds", type=int, default=1, help="warm/cold pairs to run (medians are shown)")
+    parser.add_argument("--rounds", type=int, default=1, help="forked/warm/cold triples to run (medians shown)")
     parser.add_argument("--threads", type=int, help="train.threads of every stage (default: all cores)")
     parser.add_argument("--eval", type=int, default=0, help="held-out answers after each stage (default: none)")
     opts = parser.parse_args()
@@ -78,26 +81,28 @@ def main() -> None:
         config.write_text(CONFIG.format(steps=opts.steps, threads=f", threads: {opts.threads}" if opts.threads else "",
                                         evaluation=evaluation))
         for _ in range(opts.rounds):
-            for mode, flag in MODES.items():
-                results[mode].append(run_once(config, Path(tmp) / mode, flag))
+            for mode, mode_env in MODES.items():
+                results[mode].append(run_once(config, Path(tmp) / mode, mode_env))
     report(results)
 
 
 def report(results: dict[str, list]) -> None:
-    """One line per boundary and mode (medians over rounds), then warm/cold ratios."""
+    """One line per boundary and mode (medians over rounds), then forked/cold and warm/cold ratios."""
     med = {mode: summarize(runs) for mode, runs in results.items()}
     print(f"{'boundary':20}{'mode':6}{'start':>6}{'-> started (s)':>16}{'-> 1st metric (s)':>19}")
-    for i, boundary in enumerate(results["warm"][0][0]):
+    for i, boundary in enumerate(results["cold"][0][0]):
         for mode in MODES:
             start = results[mode][0][0][i][3]
             print(f"{boundary[0]:20}{mode:6}{start:>6}{med[mode]['started'][i]:16.2f}{med[mode]['metric'][i]:19.2f}")
     for mode in MODES:
         print(f"{mode}: total gap to 1st metric {sum(med[mode]['metric']):.2f} s, first stage train_runtime "
               f"{med[mode]['train']:.2f} s, run wall {med[mode]['wall']:.1f} s")
-    warm, cold = med["warm"], med["cold"]
-    print(f"ratio warm/cold: gap to started {sum(warm['started']) / sum(cold['started']):.3f}, gap to 1st metric "
-          f"{sum(warm['metric']) / sum(cold['metric']):.3f}, first stage train_runtime "
-          f"{warm['train'] / cold['train']:.3f}, run wall {warm['wall'] / cold['wall']:.3f}")
+    cold = med["cold"]
+    for mode in ("forked", "warm"):
+        fast = med[mode]
+        print(f"ratio {mode}/cold: gap to started {sum(fast['started']) / sum(cold['started']):.3f}, gap to 1st "
+              f"metric {sum(fast['metric']) / sum(cold['metric']):.3f}, first stage train_runtime "
+              f"{fast['train'] / cold['train']:.3f}, run wall {fast['wall'] / cold['wall']:.3f}")
 
 
 def summarize(runs: list) -> dict:

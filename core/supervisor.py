@@ -4,10 +4,9 @@ It is the only writer of stage state. Started detached (own session, output to a
 `start_detached`, or in the foreground by `cockpit run --batch`. Run it by hand as
 `python -m cli.supervise RUN_DIR [--gate-policy rules|approve|reject]`.
 
-While a stage's worker runs, the next stage's interpreter is prestarted (`WarmWorker`, see
-core/worker_proc.py) and handed its spec when that stage starts; `COCKPIT_PRESTART=0` turns it off.
-With `parallel: N`, up to N ready stages run at once instead, each in a thread with its own store
-connection and its share of the machine (core/device_pool.py); nothing is prestarted then.
+A CPU machine forks each local single-process worker from the run's fork server (core/forked_worker.py); else
+the next stage's interpreter is prestarted while a stage runs (`WarmWorker`). With `parallel: N`, up to N ready
+stages run at once, each in a thread with its own store connection and machine share (core/device_pool.py).
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ from core.checkpoints import checkpoint_step, resume_checkpoint
 from core.config import Curriculum, StageSpec
 from core.dag import BASE, Holds
 from core.device_pool import Allotment, DevicePool, visible_gpus
+from core.forked_worker import ForkedWorker, ForkServer, fork_server_enabled
 from core.events import (GATE_STOPPED, JOB_QUEUED, RULES, RUN_ENDING_STAGE, STAGE_OK, Decision, EventKind,
                          RunStatus, StageStatus, approves, gate_outcome)
 from core.gates import evaluate_gate, policy_decision
@@ -40,7 +40,7 @@ from core.skypilot_job import SkyPilotWorker
 from core.slurm_job import EXIT_REQUEUE, SlurmWorker, SubmitError
 from core.worker_spec import ExpertInput, WorkerSpec
 
-Worker = WorkerProcess | SlurmWorker | SkyPilotWorker  # what the launch step returns
+Worker = WorkerProcess | ForkedWorker | SlurmWorker | SkyPilotWorker  # what the launch step returns
 
 EXIT_OOM = 75
 HEARTBEAT_S = 2.0
@@ -65,6 +65,8 @@ class Supervisor:
         self._last_heartbeat = 0.0
         self._stop = False
         self._warm: dict[str, WarmWorker] = {}  # stage name -> its prestarted interpreter
+        self._forks = ForkServer(paths.root, paths.root / "fork_server.log") \
+            if fork_server_enabled(self.hardware.has_gpu) else None  # its process starts with the first fork
         self._workers: dict[str, dict | None] = {}  # stage -> its worker's process group or job (meta `workers`)
         self._workers_lock = threading.Lock()
 
@@ -185,8 +187,7 @@ class Supervisor:
             if code == EXIT_REQUEUE and requeues < stage.launch.slurm.requeues:
                 requeues += 1
                 self.store.append(EventKind.LOG, stage=stage.name, now=True, level="warning",
-                                  message=f"{reason}; submitting it again "
-                                  f"({requeues}/{stage.launch.slurm.requeues})")
+                                  message=f"{reason}; submitting it again ({requeues}/{stage.launch.slurm.requeues})")
                 resume = self._resume_point(stage)
                 continue
             if code != EXIT_OOM or retries >= self.cur.max_oom_retries or not self._can_halve(stage, overrides):
@@ -222,6 +223,7 @@ class Supervisor:
             proc = proc or self._start(stage, spec_path, log)
         except SubmitError as exc:
             return 1, str(exc)
+        how = "forked" if isinstance(proc, ForkedWorker) else how
         job = isinstance(proc, (SlurmWorker, SkyPilotWorker))
         self._record_worker(stage.name, {"pgid": proc.pid, "job": proc.ref() if job else None})
         self.store.append(EventKind.LOG, stage=stage.name, now=True, level="info",
@@ -240,35 +242,32 @@ class Supervisor:
             self.store.set_meta(workers=[{"stage": s, **w} for s, w in self._workers.items() if w])
 
     def _start(self, stage: StageSpec, spec: Path, log: Path) -> Worker:
-        """The launch step: a local subprocess (torchrun for train.nproc > 1), a Slurm job or a SkyPilot job;
-        beside other stages, on the GPUs and cores allotted to it."""
+        """The launch step: a local worker (forked, or torchrun for train.nproc > 1), a Slurm job or a SkyPilot
+        job; beside other stages, on the GPUs and cores allotted to it."""
         allotment = getattr(self._local, "allotment", None) or Allotment()
         threads = allotment.threads or pinned_threads(stage.train.threads, stage.train.nproc)
         if stage.launch.via == "slurm":
-            return SlurmWorker.submit(stage.kind, spec, log, stage.train.nproc, threads, stage.launch.slurm,
-                                      stage.name)
+            return SlurmWorker.submit(stage.kind, spec, log, stage.train.nproc, threads, stage.launch.slurm, stage.name)
         if stage.launch.via == "skypilot":
             return SkyPilotWorker.submit(stage, spec, log, self.store, self.paths.root.name)
-        return WorkerProcess.start(stage.kind, spec, log, stage.train.nproc, threads, allotment.gpus)
+        forked = self._forks.spawn(stage.kind, spec, log, threads, allotment.gpus) \
+            if self._forks and stage.train.nproc == 1 else None
+        return forked or WorkerProcess.start(stage.kind, spec, log, stage.train.nproc, threads, allotment.gpus)
 
     # -- prestarted interpreters ----------------------------------------------------------------
     def _take_warm(self, stage: StageSpec, spec: Path, log: Path) -> WorkerProcess | None:
-        """The interpreter prestarted for this stage, handed its spec; None means start cold."""
-        # Only a first attempt finds one (it was prestarted during an earlier stage): OOM retries,
-        # the first stage and the first stage of a resume start cold.
+        """The interpreter prestarted for this stage, handed its spec; None means start cold (OOM retries, the
+        first stage and the first stage of a resume: only a first attempt finds one)."""
         warm = self._warm.pop(stage.name, None)
         return warm.handoff(spec, log) if warm else None
 
     def _prestart_next(self, stage: StageSpec, spare_cpu: bool) -> None:
-        """Prestart the interpreters of the next PRESTART_AHEAD local stages where their imports take only CPU
-        this worker leaves idle."""
-        # Idle CPU: this worker is importing too (cold start) or evaluating after its final save
-        # (`spare_cpu`), trains on a GPU, or leaves cores free. A warm-started worker training on every
-        # CPU core lost about as much time to the imports, even under SCHED_IDLE, as the next stage
-        # gained; so there it waits for its final save, and the stage after next is prestarted ahead,
-        # while an earlier stage left CPU idle (else a stage that does not evaluate, so exits right after
-        # its final save, would leave its successor no time to import). torchrun stages start cold.
-        if self.cur.parallel > 1:
+        """Prestart the interpreters of the next PRESTART_AHEAD local stages (not with a fork server, nor side by
+        side) where their imports take only CPU this worker leaves idle: it imports too (cold start), evaluates
+        after its final save (`spare_cpu`), trains on a GPU, or leaves cores free. Importing beside a worker
+        that trains on every core cost it as much as the next stage gained; two ahead, so a stage that exits
+        right after its final save still finds its successor warm. torchrun stages start cold."""
+        if self.cur.parallel > 1 or self._forks:
             return
         upto = self.cur.index(stage.name)
         ahead = [s for s in self.cur.stages[upto + 1:upto + 1 + PRESTART_AHEAD]
@@ -285,14 +284,15 @@ class Supervisor:
                                                         self.paths.stage_dir(nxt.name) / "prestart.log")
 
     def _drop_warm(self) -> None:
-        """Terminate the waiting prestarted interpreters (the run stops, fails or ends)."""
+        """Terminate the waiting prestarted interpreters and the fork server (the run stops, fails or ends)."""
         while self._warm:
             self._warm.popitem()[1].terminate()
+        if self._forks:
+            self._forks.close()
 
     def _watch(self, stage: StageSpec, proc: Worker) -> int:
         """Wait for the worker while sampling hardware, heartbeating and reading commands."""
-        last_step, last_progress, stalled = None, time.monotonic(), False
-        job_seen = (None, None)
+        last_step, last_progress, stalled, job_seen = None, time.monotonic(), False, (None, None)
         final, since = self.paths.stage_final(stage.name), time.time()
         while (code := self._wait_watching_final(stage, proc, final, since)) is None:
             if proc.pid is None:  # a job's processes are on another machine: nothing here to sample

@@ -115,10 +115,12 @@ def dump_stacks(root_pid: int) -> int:
 
 
 def is_worker_command(cmdline: list[str]) -> bool:
-    """`python [-u] -m workers.stages.<kind> …` or `-m workers.warm` (which runs one); not the torchrun agent,
-    whose command names the worker module too, nor what a worker starts (sandboxed code)."""
+    """`python [-u] -m workers.stages.<kind> …`, `-m workers.warm` (which runs one) or `-m workers.fork_server`
+    (a worker forked from it keeps its command); not the torchrun agent, whose command names the worker module
+    too, nor what a worker starts (sandboxed code)."""
     modules = [cmdline[i + 1] for i, part in enumerate(cmdline[:-1]) if part == "-m"]
-    return bool(modules) and (modules[0] == "workers.warm" or modules[0].startswith("workers.stages."))
+    return bool(modules) and (modules[0] in ("workers.warm", "workers.fork_server")
+                              or modules[0].startswith("workers.stages."))
 
 
 @dataclass

@@ -166,6 +166,7 @@ def test_only_worker_processes_are_asked_for_their_stacks():
     assert is_worker_command([py, "-m", "workers.stages.sft", "spec.json"])
     assert is_worker_command([py, "-u", "-m", "workers.stages.sft", "spec.json"])  # a torchrun rank
     assert is_worker_command([py, "-m", "workers.warm", "sft"])
+    assert is_worker_command([py, "-m", "workers.fork_server", "runs/r1"])  # a forked worker
     assert not is_worker_command([py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
                                   "workers.stages.sft", "spec.json"])
     assert not is_worker_command([py, "-c", "print(1)"]) and not is_worker_command(["./prog"])

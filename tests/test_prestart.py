@@ -82,9 +82,10 @@ def cockpit(*args, runs: Path, env: dict, wait: bool = True):
 
 
 def clean_env(**extra) -> dict:
-    """This environment without a user thread setting, so the default thread count is the core count."""
+    """This environment without a user thread setting, so the default thread count is the core count, and
+    without the fork server (which a CPU machine uses instead of prestarting: tests/test_fork_server.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    return {**env, **extra}
+    return {**env, "COCKPIT_FORKSERVER": "0", **extra}
 
 
 @pytest.fixture
