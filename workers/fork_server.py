@@ -21,6 +21,7 @@ import runpy
 import select
 import signal
 import sys
+import traceback
 
 from core.kinds import KINDS
 from core.worker_proc import STACKS_SIGNAL
@@ -46,11 +47,13 @@ def run_child(request: dict) -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001  (before the worker's own handling: its module failed to run)
+        traceback.print_exc()
     finally:
         os._exit(code)  # the worker module leaves through workers.common.leave; this only covers a stray return
 
 
-def fork_child(request: dict, server_fds: tuple[int, int]) -> int:
+def fork_child(request: dict, server_fds: tuple[int, ...]) -> int:
     """Fork the child for `request`; return its pid once it leads its own session (so that killing its
     group, the moment the supervisor knows the pid, reaches it)."""
     settled_r, settled_w = os.pipe()
@@ -67,12 +70,11 @@ def fork_child(request: dict, server_fds: tuple[int, int]) -> int:
     return pid
 
 
-def reply(message: dict) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+def reply(fd: int, message: dict) -> None:
+    os.write(fd, (json.dumps(message) + "\n").encode())
 
 
-def reap() -> None:
+def reap(replies: int) -> None:
     """Report every child that ended since the last call."""
     while True:
         try:
@@ -81,11 +83,12 @@ def reap() -> None:
             return
         if pid == 0:
             return
-        reply({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        reply(replies, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def serve() -> None:
-    """Fork a worker per request line until stdin closes; report each child's end as it comes."""
+def serve(replies: int) -> None:
+    """Fork a worker per request line until stdin closes; report each child's end as it comes (on `replies`,
+    the pipe that was stdout: what the imports print went to the log, never into the answers)."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -95,24 +98,26 @@ def serve() -> None:
         readable, _, _ = select.select([0, wake_r], [], [])
         if wake_r in readable:
             os.read(wake_r, 4096)
-            reap()
+            reap(replies)
         if 0 in readable:
             chunk = os.read(0, 65536)
             if not chunk:
                 return
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
-                reply({"pid": fork_child(json.loads(line), (wake_r, wake_w))})
+                reply(replies, {"pid": fork_child(json.loads(line), (wake_r, wake_w, replies))})
 
 
 def main(argv: list[str]) -> int:
     """Preload every kind, say so, then serve (argv[1], the run folder, only names whose server this is)."""
     faulthandler.register(STACKS_SIGNAL, all_threads=True)  # its own stack on it, as a worker's (not death)
+    replies = os.dup(1)
+    os.dup2(2, 1)
     for kind in KINDS:
         preload(kind)
     print(f"[info] fork server for {argv[1] if len(argv) > 1 else '?'} ready (pid {os.getpid()})",
           file=sys.stderr, flush=True)
-    serve()
+    serve(replies)
     return 0
 
 
