@@ -5,12 +5,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from core.config import StageSpec
+from core.forked_worker import ForkServer, fork_server_enabled
 from core.kinds import KINDS
 from core.store import RunStore
 from core.worker_proc import dump_stacks
@@ -45,8 +48,11 @@ class WorkerRun:
         return path
 
     def run(self, kind: str, spec: Path, env: dict | None = None, nproc: int = 1, timeout: int = 300):
-        """The worker (under torchrun for nproc > 1) to its end; a worker still running after `timeout` fails the
-        test with every worker thread's stack."""
+        """The worker (under torchrun for nproc > 1; else forked from the session's fork server, as a CPU
+        machine's supervisor starts it) to its end; a worker still running after `timeout` fails the test with
+        every worker thread's stack."""
+        if nproc == 1 and (server := session_fork_server()) is not None:
+            return self._forked(server, kind, spec, env, timeout)
         head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
             if nproc > 1 else [sys.executable]
         cmd = head + ["-m", KINDS[kind].worker, str(spec)]
@@ -69,6 +75,19 @@ class WorkerRun:
             pytest.fail(f"the worker still ran after {timeout} s; its threads' stacks:\n{err[-8000:]}")
         return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
+    def _forked(self, server: ForkServer, kind: str, spec: Path, env: dict | None, timeout: int):
+        """One worker forked from `server`; its log is the result's stdout and stderr."""
+        log = self.root / f"{kind}-{time.monotonic_ns()}.log"
+        with mock.patch.dict(os.environ, env or {}):  # the worker's environment is this one, as a cold start's
+            proc = server.spawn(kind, spec, log)
+        if (code := proc.wait(timeout)) is None:
+            dump_stacks(proc.pid)
+            time.sleep(2)
+            proc.terminate()
+            pytest.fail(f"the worker still ran after {timeout} s; its threads' stacks:\n{log.read_text()[-8000:]}")
+        text = log.read_text()
+        return subprocess.CompletedProcess(["fork", kind, str(spec)], code, text, text)
+
     def store(self) -> RunStore:
         return RunStore(self.root / "run.db")
 
@@ -84,6 +103,26 @@ def run_batch(config: Path, expect: int = 0, timeout: int = 300) -> Path:
     assert done.returncode == expect, done.stdout[-3000:] + done.stderr[-3000:]
     (run,) = [p for p in runs.iterdir() if (p / "run.db").exists()]
     return run
+
+
+_FORK_SERVER: list = []  # the session's fork server, started on first use
+
+
+def session_fork_server() -> ForkServer | None:
+    """One fork server for the whole session (None on a GPU machine or with COCKPIT_FORKSERVER=0), so that
+    tests running a worker by itself skip its ~5 s of imports as the supervisor's workers do."""
+    if not _FORK_SERVER:
+        from core.hardware import HardwareSampler
+
+        root = Path(tempfile.mkdtemp(prefix="cockpit-forks-"))
+        enabled = fork_server_enabled(HardwareSampler().has_gpu)
+        _FORK_SERVER.append(ForkServer(root, root / "fork_server.log") if enabled else None)
+    return _FORK_SERVER[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _FORK_SERVER and _FORK_SERVER[0] is not None:
+        _FORK_SERVER[0].close()
 
 
 def pytest_collection_modifyitems(config, items):
