@@ -80,6 +80,8 @@ class WorkerRun:
         log = self.root / f"{kind}-{time.monotonic_ns()}.log"
         with mock.patch.dict(os.environ, env or {}):  # the worker's environment is this one, as a cold start's
             proc = server.spawn(kind, spec, log)
+        if proc is None:
+            pytest.fail(f"the session's fork server is gone: {server.log.read_text()[-3000:]}")
         if (code := proc.wait(timeout)) is None:
             dump_stacks(proc.pid)
             time.sleep(2)
