@@ -26,6 +26,7 @@ from workers.modeling import count_params, load_full, load_options, load_tokeniz
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM = 0, 1, 2, 75
 QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
              "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+_KEPT: list = []  # what a worker built, alive until `leave` ends the process without destructors
 WARM_START = False  # set by workers.warm when this interpreter was prestarted before its spec existed
 
 
@@ -106,6 +107,7 @@ def entry(main) -> int:
     except SpecError as exc:
         print(f"[error] {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC
+    _KEPT.append(stage)  # freed only by `leave`'s exit: a torchrun rank once hung in gloo's teardown as they were
     stage.open_store()
     try:
         pin_threads(stage)
