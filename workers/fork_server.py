@@ -17,7 +17,6 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
-import runpy
 import select
 import signal
 import sys
@@ -25,7 +24,7 @@ import traceback
 
 from core.kinds import KINDS
 from core.worker_proc import STACKS_SIGNAL
-from workers.warm import preload, redirect
+from workers.warm import preload, redirect, run_worker_module
 
 
 def run_child(request: dict) -> None:
@@ -37,13 +36,7 @@ def run_child(request: dict) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         redirect(request["log"])
-        import workers.common
-
-        workers.common.WARM_START = True
-        worker = KINDS[request["kind"]].worker
-        sys.argv = [sys.argv[0], request["spec"]]
-        sys.modules.pop(worker, None)  # as under `python -m`, the module runs once, as __main__ only
-        runpy.run_module(worker, run_name="__main__", alter_sys=True)
+        run_worker_module(request["kind"], request["spec"])
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -71,13 +71,19 @@ def main(argv: list[str]) -> int:
     redirect(handoff["log"])
     print(f"[info] warm start: imports took {ready - t0:.1f} s, ready {time.monotonic() - ready:.1f} s "
           "before the handoff", flush=True)
+    run_worker_module(kind, handoff["spec"])
+    return 0
+
+
+def run_worker_module(kind: str, spec: str) -> None:
+    """Run the kind's worker module on `spec` exactly as `python -m workers.stages.<kind> SPEC` would, in this
+    interpreter whose imports are done (a handed-off warm one, or a fork of the fork server)."""
     import workers.common
 
     workers.common.WARM_START = True
-    sys.argv = [sys.argv[0], handoff["spec"]]
-    del sys.modules[KINDS[kind].worker]  # as under `python -m`, the module runs once, as __main__ only
+    sys.argv = [sys.argv[0], spec]
+    sys.modules.pop(KINDS[kind].worker, None)  # as under `python -m`, the module runs once, as __main__ only
     runpy.run_module(KINDS[kind].worker, run_name="__main__", alter_sys=True)
-    return 0
 
 
 if __name__ == "__main__":
