@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,7 @@ def test_workers_outlive_their_fork_server(worker_run, fork_server):
                            eval=False)
     proc = fork_server.spawn("pretrain", spec, spec.parent / "worker.log", threads=1)
     wait_for(lambda: events(worker_run.root, "stage_started", stage="pretrain"), 60, "the worker to start")
+    assert Path(f"/proc/{proc.pid}/comm").read_text() == "cockpit:pretrai\n", "top names the stage (15 bytes)"
     fork_server.close()  # as when its supervisor dies: EOF on its stdin
     assert fork_server.popen.poll() is not None
     time.sleep(0.5)

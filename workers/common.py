@@ -6,6 +6,7 @@ writes events and final outputs. Exit codes: 0 ok, 1 failure, 2 bad spec/data, 7
 from __future__ import annotations
 
 import atexit
+import ctypes
 import faulthandler
 import json
 import os
@@ -26,6 +27,7 @@ from workers.modeling import count_params, load_full, load_options, load_tokeniz
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_OOM = 0, 1, 2, 75
 QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
              "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+PR_SET_NAME = 15  # prctl(2)
 _KEPT: list = []  # what a worker built, alive until `leave` ends the process without destructors
 WARM_START = False  # set by workers.warm when this interpreter was prestarted before its spec existed
 
@@ -108,6 +110,7 @@ def entry(main) -> int:
         print(f"[error] {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC
     _KEPT.append(stage)  # freed only by `leave`'s exit: a torchrun rank once hung in gloo's teardown as they were
+    name_process(stage.name)
     stage.open_store()
     try:
         pin_threads(stage)
@@ -118,6 +121,15 @@ def entry(main) -> int:
         return _failure(stage, exc)
     finally:
         stage.close()
+
+
+def name_process(stage: str) -> None:
+    """`cockpit:<stage>` in top, `ps -o comm` and /proc/PID/comm (Linux keeps 15 bytes), not `python`, which a
+    forked worker would otherwise share with its fork server."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_NAME, f"cockpit:{stage}".encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the name stays
+        pass
 
 
 def leave(code: int) -> NoReturn:
