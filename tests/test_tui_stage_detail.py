@@ -204,11 +204,11 @@ async def test_the_detail_follows_a_live_stage(gate_run):
         assert "not started yet" in flat(app)
         with RunStore(gate_run.db) as store:
             store.update_stage("dpo", status="running", attempt=1, started_at=T0 + 300)
-            store.append("stage_started", stage="dpo", now=True, attempt=1, total_steps=20)
+            store.append("stage_started", stage="dpo", now=True, attempt=1, total_steps=10)
             store.append_metrics("dpo", 5, {"loss": 0.6, "rewards/margins": 0.3})
             store.flush()
         await wait_until(pilot, lambda: screen.detail.last_step == 5, timeout_s=15)
-        await wait_until(pilot, lambda: "5/20 steps" in flat(app))
+        await wait_until(pilot, lambda: "5/10 steps" in flat(app))
         assert "rewards/ margins 0.3" in flat(app)
 
 
