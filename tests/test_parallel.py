@@ -14,7 +14,7 @@ from core.launch import new_run
 from core.store import RunStore
 from core.supervisor import start_detached
 from core.worker_proc import pinned_threads, worker_env
-from test_faults import cockpit, wait_for
+from test_faults import cockpit, the_run, wait_for
 
 TWO_LONG = """
 name: twins
@@ -73,7 +73,7 @@ def test_stop_ends_every_stage_that_runs(tmp_path):
     config = tmp_path / "twins.yaml"
     config.write_text(TWO_LONG)
     proc = cockpit("run", str(config), "--batch", runs=runs, wait=False)
-    run = wait_for(lambda: runs.exists() and next(runs.glob("*/run.db"), None), what="run").parent
+    run = wait_for(lambda: runs.exists() and the_run(runs), what="run")
     workers = wait_for(lambda: len(pids := _started_pids(run)) == 2 and pids, what="both stages started")
     assert cockpit("stop", "latest", runs=runs).returncode == 0
     out, _ = proc.communicate(timeout=60)

@@ -18,6 +18,7 @@ from core.config_load import load_curriculum
 from core.events import describe
 from core.slurm_job import sbatch_script
 from core.store import RunStore
+from test_faults import the_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CURRICULUM = """
@@ -42,9 +43,8 @@ def _start(tmp_path, steps: int, save: int, cluster: str = "local", env: dict | 
 
 
 def _run_dir(runs: Path) -> Path:
-    while not (found := [p for p in runs.glob("*") if (p / "run.db").exists()]):
-        time.sleep(0.1)
-    return found[0]
+    """The run once created (not `.<id>.creating`, which a glob also matches: a test once waited 120 s on it)."""
+    return _wait_for(lambda: runs.exists() and the_run(runs))
 
 
 def _wait_for(check, timeout: float = 120.0):
