@@ -8,7 +8,7 @@ import pytest
 from textual.content import Content
 
 from core.config_load import load_curriculum
-from core.run_state import GpuView, HardwareView
+from core.run_state import GpuView, HardwareView, StageView
 
 from core.store import RunStore
 from tui.app import CockpitApp
@@ -18,7 +18,7 @@ from tui.screens.dialogs import ConfirmScreen, HelpScreen
 from tui.screens.gate import GateScreen, history_table
 from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen
-from tui.widgets.curriculum import CurriculumPanel
+from tui.widgets.curriculum import CurriculumPanel, progress_text
 from tui.widgets.logs import EventList, LogTail
 from tui.widgets.panels import hardware_text
 
@@ -311,6 +311,15 @@ def test_hardware_lines_fit_the_80_column_panel():
     lines = [Content.from_markup(line).plain for line in text.splitlines()]
     assert lines[1] == "0 70.2/80 GiB  88%  97%" and lines[-1] == "grpo-math, 41 procs"
     assert len(lines) == 11 and max(map(len, lines)) <= 24
+
+
+def test_a_running_stage_fits_its_row_and_keeps_the_eta_before_the_bar():
+    """The 80-column panel leaves 20 cells: the row once wrapped its ETA onto a line of its own."""
+    stage = StageView(0, "pretrain", "pretrain", None, "running", 1, 800, 1600, 29.0, None, 0.0, 1.0, None)
+    shown = {room: Content.from_markup(progress_text(stage, None, room)).plain for room in (14, 20, 26, 60)}
+    assert shown[14] == "━━╌╌ 800/1600" and shown[20] == "800/1600 ETA 29s"
+    assert shown[26].endswith(" 800/1600 ETA 29s") and "━" in shown[26]
+    assert all(len(text) <= room for room, text in shown.items()), shown
 
 
 @pytest.mark.parametrize("size", [BIG, SMALL])

@@ -85,7 +85,7 @@ class CurriculumPanel(Widget, can_focus=True):
         status = f"[{style}]{glyph} {words:<12}[/]" if style else f"{glyph} {words:<12}"
         room = self.size.width - (48 if wide else 28)
         progress = _finished_text(stage, room, steps_w) if stage.status in STAGE_OK else \
-            _progress_text(stage, decision, room)
+            progress_text(stage, decision, room)
         if wide:
             origin = escape((stage.from_stage or "—")[:10]).ljust(10)
             return f"{pointer} {name} {stage.kind:<8} {origin} {status} {progress}"
@@ -116,7 +116,7 @@ class CurriculumPanel(Widget, can_focus=True):
         return self.snapshot.stages[self.rows[self.cursor].index].name
 
 
-def _progress_text(stage: StageView, decision: str | None, room: int) -> str:
+def progress_text(stage: StageView, decision: str | None, room: int) -> str:
     """What the progress column says for a stage in its current state."""
     total, step = stage.total_steps, stage.step
     gate = f" [dim]gate: {stage.approval}[/]" if stage.approval and room > 34 else ""
@@ -124,9 +124,14 @@ def _progress_text(stage: StageView, decision: str | None, room: int) -> str:
         if not total:
             return "working…"
         width = max(min(room - 24, 16), 4)
+        counts = f"{step or 0}/{total}"
         eta = f" ETA {duration(stage.eta_s)}" if stage.eta_s is not None else ""
+        if len(counts) + len(eta) > room:
+            eta = ""
         attempt = f" [$warning]try {stage.attempt}[/]" if stage.attempt > 1 and room > 40 else ""
-        return f"[$accent]{bar((step or 0) / total, width)}[/] {step or 0}/{total}{eta}{attempt}"
+        if width + 1 + len(counts) + len(eta) > room:  # a narrow panel: the bar goes before the row wraps
+            return f"{counts}{eta}{attempt}"
+        return f"[$accent]{bar((step or 0) / total, width)}[/] {counts}{eta}{attempt}"
     if stage.status == StageStatus.GATE_PENDING:
         if decision:
             return f"[$warning]{decision} sent, waiting for supervisor[/]"
